@@ -1,0 +1,65 @@
+"""RoPE: complex-number oracle, relative-position property, partial rotation, explicit positions."""
+import pytest
+import torch
+
+from attnbench.mixers.rope import apply_rope
+from attnbench.ops.compare import rel_rms
+
+F64 = torch.float64
+
+
+def complex_oracle(x, positions, theta):
+    """RoFormer Eq. 34 as a complex product: channel pair (i, i + d/2) is z_i, rotated by e^{i m θ_i}."""
+    half = x.shape[-1] // 2
+    z = torch.complex(x[..., :half], x[..., half:])  # [B, T, H, d/2]
+    freqs = theta ** (-torch.arange(half, dtype=F64) * 2 / x.shape[-1])
+    rotor = torch.polar(torch.ones(len(positions), half, dtype=F64), positions.to(F64)[:, None] * freqs)
+    z = z * rotor[:, None, :]
+    return torch.cat([z.real, z.imag], dim=-1)
+
+
+def test_matches_complex_oracle():
+    x = torch.randn(2, 7, 3, 16, dtype=F64)
+    positions = torch.arange(5, 12)
+    assert rel_rms(apply_rope(x, positions, 500.0), complex_oracle(x, positions, 500.0)) < 1e-13
+
+
+def test_scores_depend_on_relative_position_only():
+    q, k = torch.randn(1, 1, 1, 8, dtype=F64), torch.randn(1, 1, 1, 8, dtype=F64)
+
+    def score(m, n):
+        return (apply_rope(q, torch.tensor([m])) * apply_rope(k, torch.tensor([n]))).sum()
+
+    assert torch.allclose(score(3, 1), score(103, 101))
+    assert not torch.allclose(score(3, 1), score(3, 2))
+
+
+def test_partial_rotation_and_position_zero():
+    x = torch.randn(2, 4, 3, 12, dtype=F64)
+    positions = torch.arange(4)
+    y = apply_rope(x, positions, rope_dim=8)
+    assert torch.equal(y[..., 8:], x[..., 8:])
+    assert rel_rms(y[..., :8], apply_rope(x[..., :8].contiguous(), positions)) < 1e-15
+    assert torch.allclose(y[:, 0], x[:, 0])  # position 0 is the identity
+
+
+def test_low_precision_is_rotated_in_float32():
+    x = torch.randn(1, 3, 2, 8)
+    positions = torch.tensor([0, 1000, 100000])
+    got = apply_rope(x.bfloat16(), positions)
+    assert got.dtype == torch.bfloat16
+    assert rel_rms(got, apply_rope(x.bfloat16().double(), positions)) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "shape,positions,rope_dim,match",
+    [
+        ((2, 3, 8), torch.arange(3), None, r"\[B, T, H, K\]"),
+        ((2, 3, 1, 8), torch.arange(4), None, r"positions must be \[T=3\]"),
+        ((2, 3, 1, 8), torch.arange(3), 10, "exceeds"),
+        ((2, 3, 1, 8), torch.arange(3), 5, "positive even"),
+    ],
+)
+def test_bad_inputs_raise(shape, positions, rope_dim, match):
+    with pytest.raises(ValueError, match=match):
+        apply_rope(torch.zeros(shape), positions, rope_dim=rope_dim)
