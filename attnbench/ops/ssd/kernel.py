@@ -1,0 +1,93 @@
+"""Thin wrappers over mamba_ssm's Triton SSD kernels, with the reference's signatures.
+
+- ``ssd_chunked``  -> ``mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined``
+  (forward and backward; sequences of any length).
+- ``ssd_recurrent`` -> ``mamba_ssm.ops.triton.selective_state_update.selective_state_update``
+  (forward only, one call per token: the decode step).
+
+Both take dt already softplus'd, so the kernels run with dt_softplus=False and no dt_bias;
+the D skip and the gate stay in the mixer (D=None, z=None). mamba_ssm is imported lazily:
+``import mamba_ssm`` needs its compiled CUDA extension, and ``available()`` says why not.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .reference import check_ssd_inputs, compute_dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _import_kernels():
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    return mamba_chunk_scan_combined, selective_state_update
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> tuple[bool, str]:
+    """(True, "") when CUDA is there and mamba_ssm's SSD kernels import, else (False, why not)."""
+    if not torch.cuda.is_available():
+        return False, "CUDA is not available (mamba_ssm's SSD kernels need an NVIDIA GPU)"
+    try:
+        _import_kernels()
+    except Exception as err:  # ImportError, OSError from the CUDA extension, Triton errors: all mean "no"
+        return False, f"mamba_ssm is not importable ({type(err).__name__}: {err})"
+    return True, ""
+
+
+def _require(*tensors: torch.Tensor):
+    usable, why_not = available()
+    if not usable:
+        raise RuntimeError(f"mamba_ssm SSD kernel unavailable: {why_not}")
+    if not all(t.is_cuda for t in tensors):
+        raise RuntimeError("mamba_ssm SSD kernels need CUDA tensors; got tensors on " + str(tensors[0].device))
+    return _import_kernels()
+
+
+def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256):
+    """mamba_chunk_scan_combined; shapes and returns as ``reference.ssd_chunked``.
+
+    Defaults to chunk_size 256 (mamba_ssm's Mamba2 default, tuned for its kernels). y comes
+    back in x.dtype, the final state in float32 (the kernel accumulates states in float32).
+    """
+    check_ssd_inputs(x, dt, A, B, C, initial_state)
+    chunk_scan, _ = _require(x, dt, A, B, C)
+    out = chunk_scan(
+        x=x, dt=dt, A=A, B=B, C=C, chunk_size=chunk_size,
+        D=None, z=None, dt_bias=None, dt_softplus=False,
+        initial_states=initial_state, seq_idx=None,
+        return_final_states=output_final_state,
+    )
+    return (out[0], out[1]) if output_final_state else (out, None)
+
+
+def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False):
+    """selective_state_update once per token; shapes and returns as ``reference.ssd_recurrent``.
+
+    Forward only (the kernel has no backward). The state is held in float32, or in
+    initial_state's dtype when given. With ``inplace=True`` the kernel writes into
+    ``initial_state`` itself and returns it as the final state, as mamba_ssm's decode step
+    does: that saves one copy of the state per token, and the caller must not reuse it.
+    """
+    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state)
+    _, state_update = _require(x, dt, A, B, C)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C)):
+        raise RuntimeError("mamba_ssm's selective_state_update has no backward; use ssd_chunked to train")
+    if initial_state is None:
+        state = x.new_zeros(batch, H, P, N, dtype=compute_dtype(x))
+    else:
+        state = initial_state if inplace else initial_state.clone()
+    # Stride-0 broadcasts make the kernel take its "tied head dim" path: one scalar dt and A per head.
+    A_hpn = A.float()[:, None, None].expand(H, P, N)  # [H, P, N]
+    zero_bias = dt.new_zeros(H)[:, None].expand(H, P)  # [H, P]; the kernel reads dt_bias's strides
+    ys = []
+    for t in range(T):
+        ys.append(state_update(
+            state, x[:, t], dt[:, t, :, None].expand(batch, H, P), A_hpn, B[:, t], C[:, t],
+            D=None, z=None, dt_bias=zero_bias, dt_softplus=False,
+        ))  # [B, H, P]; state updated in place
+    y = torch.stack(ys, 1) if ys else x.new_zeros(batch, 0, H, P)
+    return y, (state if output_final_state else None)
