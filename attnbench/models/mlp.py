@@ -1,0 +1,32 @@
+"""SwiGLU MLP (Shazeer 2020, "GLU Variants Improve Transformer", Eq. FFN_SwiGLU):
+
+    MLP(x) = W_down (SiLU(W_gate x) ⊙ (W_up x))
+
+three bias-free matrices, 3·D·F parameters, 6·D·F forward FLOPs per token.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        if d_model <= 0 or d_ff <= 0:
+            raise ValueError(f"SwiGLU: d_model and d_ff must be positive; got {d_model}, {d_ff}")
+        self.d_model, self.d_ff = d_model, d_ff
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+        self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+    def active_params(self) -> int:
+        return 3 * self.d_model * self.d_ff
+
+    def flops_per_token(self) -> float:
+        return 2.0 * self.active_params()
