@@ -22,3 +22,13 @@ def standin_mixer_class(name: str):
 def _mixers(monkeypatch):
     monkeypatch.setattr(mixers, "mixer_class", standin_mixer_class)
     yield
+
+
+# Tiny constructor kwargs per mixer (model.mixers), valid for the real mixer or its stand-in.
+TINY_MIXERS = {
+    "attn": {"n_heads": 2, "head_dim": 8},
+    "mla": {"n_heads": 2, "head_dim": 8},
+    "gdn": {"n_heads": 2, "head_dim": 8},
+    "mamba2": {"n_heads": 2, "head_dim": 8},
+    "kda": {"n_heads": 2, "head_dim": 8},
+}
