@@ -6,7 +6,7 @@ import attnbench.mixers as mixers
 
 from .standins import StandInGlobal, StandInRecurrent
 
-REAL = {"attn"}  # grow as attnbench/mixers/<name>.py lands
+REAL = {"attn", "mamba2"}  # grow as attnbench/mixers/<name>.py lands
 REAL_MIXERS = mixers.mixer_class
 
 
@@ -24,11 +24,11 @@ def _mixers(monkeypatch):
     yield
 
 
-# Tiny constructor kwargs per mixer (model.mixers), valid for the real mixer or its stand-in.
-TINY_MIXERS = {
+# Tiny constructor kwargs per mixer (model.mixers): the real mixer's when it is in REAL,
+# else the stand-in's.
+STANDIN_KWARGS = {"n_heads": 2, "head_dim": 8}
+REAL_KWARGS = {
     "attn": {"n_heads": 2, "head_dim": 8},
-    "mla": {"n_heads": 2, "head_dim": 8},
-    "gdn": {"n_heads": 2, "head_dim": 8},
-    "mamba2": {"n_heads": 2, "head_dim": 8},
-    "kda": {"n_heads": 2, "head_dim": 8},
+    "mamba2": {"d_state": 8, "headdim": 8, "expand": 2, "chunk_size": 8},
 }
+TINY_MIXERS = {name: REAL_KWARGS[name] if name in REAL else STANDIN_KWARGS for name in mixers.REGISTRY}
