@@ -30,13 +30,18 @@ def _forward_backward(fn, inputs: dict[str, torch.Tensor], grad_out: torch.Tenso
 
 
 def compare(op: str, case: str, path: str, got: dict, ref: dict, tol: float = TOL) -> list[dict]:
-    """One row per quantity: {op, case, path, quantity, rel_rms, tol, passed}."""
+    """One row per quantity: {op, path, quantity, rel_rms, tol, passed, case}.
+
+    The driver's table shows op, path and quantity only, so the case goes into the quantity
+    too ("dq (gqa)"); ``path`` stays the name that ``impl_ran`` reports, for kernel_status.
+    """
     rows = []
     for quantity, ref_value in ref.items():
         err = rel_rms(got[quantity], ref_value)
-        rows.append(
-            {"op": op, "case": case, "path": path, "quantity": quantity, "rel_rms": err, "tol": tol, "passed": err <= tol}
-        )
+        rows.append({
+            "op": op, "path": path, "quantity": f"{quantity} ({case})", "rel_rms": err, "tol": tol,
+            "passed": err <= tol, "case": case,
+        })
     return rows
 
 

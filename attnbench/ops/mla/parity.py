@@ -1,0 +1,63 @@
+"""GPU parity rows for MLA: both SDPA forms in low precision vs the float32 un-absorbed reference.
+
+Paths are named as the mixer's ``impl_ran`` names them: 'sdpa.unabsorbed', 'sdpa.absorbed'.
+Weights are scaled so that keys and values have unit scale, as after the latent RMSNorm.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..attention.parity import TOL, _forward_backward, _randn, compare
+from . import kernel
+from .reference import mla_unabsorbed
+
+PATHS = (("sdpa.unabsorbed", kernel.mla_unabsorbed_sdpa), ("sdpa.absorbed", kernel.mla_absorbed_sdpa))
+
+
+def _inputs(gen, device, dtype, b, t, s, h, kn, r, c, v):
+    inputs = {
+        "q_nope": _randn((b, t, h, kn), gen, device, dtype),
+        "q_rope": _randn((b, t, h, r), gen, device, dtype) if r else None,
+        "c_kv": _randn((b, s, c), gen, device, dtype),
+        "k_rope": _randn((b, s, r), gen, device, dtype) if r else None,
+        "w_uk": (_randn((h, kn, c), gen, device, torch.float32) / c**0.5).to(dtype),
+        "w_uv": (_randn((h, v, c), gen, device, torch.float32) / c**0.5).to(dtype),
+    }
+    return {name: x for name, x in inputs.items() if x is not None}
+
+
+def _call(fn):
+    """Adapt fn(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv) to keyword inputs with optional rope."""
+    return lambda q_nope, c_kv, w_uk, w_uv, q_rope=None, k_rope=None: fn(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+
+
+def cases(
+    device: str,
+    dtype: torch.dtype = torch.bfloat16,
+    batch: int = 2,
+    seq_len: int = 1000,
+    n_heads: int = 16,
+    qk_nope_head_dim: int = 128,
+    v_head_dim: int = 128,
+    kv_lora_rank: int = 512,
+    rope_dim: int = 64,
+    tol: float = TOL,
+) -> list[dict]:
+    """Rows for rope (DeepSeek) and NoPE (Kimi Linear) at T = S, and, with rope, a chunk of S/4
+    queries at an offset and a single decode step (the absorbed form's real use)."""
+    gen = torch.Generator().manual_seed(0)
+    configs = [
+        (f"rope{rope_dim}", rope_dim, seq_len),
+        ("nope", 0, seq_len),
+        (f"rope{rope_dim}.offset", rope_dim, max(1, seq_len // 4)),
+        (f"rope{rope_dim}.decode", rope_dim, 1),
+    ]
+    rows = []
+    for case, r, t in configs:
+        inputs = _inputs(gen, device, dtype, batch, t, seq_len, n_heads, qk_nope_head_dim, r, kv_lora_rank, v_head_dim)
+        grad_out = _randn((batch, t, n_heads, v_head_dim), gen, device, torch.float32)
+        ref = _forward_backward(_call(mla_unabsorbed), {n: x.float() for n, x in inputs.items()}, grad_out)
+        for path, fn in PATHS:
+            got = _forward_backward(_call(fn), inputs, grad_out)
+            rows += compare("mla", case, path, got, ref, tol)
+    return rows
