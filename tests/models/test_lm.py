@@ -85,8 +85,7 @@ def test_num_params_active_with_moe():
 
 
 def test_init_scales_residual_projections():
-    cfg = tiny(n_layers=8, d_model=64, d_ff=256, init_std=0.05, ratio="0:1",
-               mixers={"mla": {"n_heads": 4, "head_dim": 16}})
+    cfg = tiny(n_layers=8, d_model=64, d_ff=256, init_std=0.05, ratio="0:1")
     model = LM(cfg)
     resid = 0.05 / math.sqrt(16)
     down = torch.cat([b.channel.down.weight.flatten() for b in model.blocks])
@@ -135,7 +134,7 @@ def test_flops_fallback_is_reported(monkeypatch):
 
 
 def test_state_bytes_sums_layers():
-    model = LM(tiny(ratio="0:1", mixers={"mla": {"n_heads": 2, "head_dim": 8}}))
+    model = LM(tiny(ratio="0:1"))
     per_layer = model.blocks[0].mixer.state_bytes(100, 3, torch.bfloat16)
     assert model.state_bytes(100, 3, torch.bfloat16) == 4 * per_layer > 0
 
