@@ -96,7 +96,7 @@ class Dataset:
         pick = self._train_starts if split == "train" else self._val_starts
         rows = [self.shards[split][s][o:o + seq_len + 1] for s, o in pick(index, batch_size, seq_len)]
         windows = torch.from_numpy(np.stack(rows).astype(np.int64))  # [B, T + 1]
-        return windows[:, :-1], windows[:, 1:], None
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous(), None  # .view()-able
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
