@@ -103,7 +103,7 @@ def make_dataset(source: str = "embedded", *, paths=(), bin_dtype: str = "uint16
     else:
         tok = ByteTokenizer()
     key = fingerprint([corpus_fp, tok.fingerprint()])
-    entry, meta, built = load_or_build_tokens(cache_dir, f"{source}-{key}", tok, parts,
+    entry, meta, _ = load_or_build_tokens(cache_dir, f"{source}-{key}", tok, parts,
                                               {"corpus": corpus.info, "split_rule": corpus.rule})
     shards = {s: [memmap(os.path.join(entry, f"{s}.bin"), meta["dtype"])] for s in ("train", "val")}
     n_bytes = {s: meta["splits"][s]["bytes"] for s in ("train", "val")}

@@ -4,7 +4,9 @@ The BPE is GPT-2 style: text is split by the GPT-2 pre-tokenizer regex, each pie
 bytes (ByteLevel, no prefix space), and merges are learnt on the *training split only*, so
 validation text never shapes the vocabulary. The alphabet holds all 256 bytes, hence every
 string encodes and ``decode(encode(s)) == s`` exactly. No special tokens are added: documents
-follow one another in the token stream as they do in the text.
+follow one another in the token stream as they do in the text. Only pairs seen at least twice
+are merged, so on a small corpus the vocabulary can end below ``bpe_vocab_size``: the Dataset's
+``vocab_size`` is the trained size.
 
 A trained BPE is cached as ``<cache>/bpe/<corpus fingerprint>-v<vocab>.json`` (written to a
 temporary name, then renamed), so the second ``make_dataset`` with the same corpus and vocab size
