@@ -32,7 +32,7 @@ from torch import nn
 from attnbench.mixers import State
 
 from .block import Block
-from .config import ModelConfig, as_model_config, resolved_moe
+from .config import ModelConfig, as_model_config, resolved_d_ff, resolved_moe
 from .moe import MoE
 from .pattern import expand_layers
 
@@ -159,6 +159,22 @@ class LM(nn.Module):
         if self.flops_fallbacks:
             warnings.warn(f"flops_per_token: mixers without flops_per_token counted as 2·params: {self.flops_fallbacks}")
         return total + 2.0 * self.cfg.d_model * self.cfg.vocab_size
+
+    def summary(self, seq_len: int) -> dict[str, Any]:
+        """What a run records about its model: layers, parameter counts, FLOPs per token, widths."""
+        moe = resolved_moe(self.cfg) if self.cfg.channel == "moe" else None
+        forward = self.flops_per_token(seq_len)
+        return {
+            "layers": list(self.layer_names),
+            "params_non_embedding": self.num_params(),
+            "params_active_non_embedding": self.num_params(active=True),
+            "params_total": self.num_params(non_embedding=False),
+            "flops_per_token_forward": forward,
+            "flops_per_token_train": 3 * forward,
+            "d_ff": resolved_d_ff(self.cfg),
+            "d_expert": None if moe is None else moe["d_expert"],
+            "flops_fallbacks": list(self.flops_fallbacks),
+        }
 
     def state_bytes(self, context_len: int, batch: int = 1, dtype: torch.dtype = torch.bfloat16) -> int:
         """Bytes the decoding state holds at ``context_len`` (Σ over layers' mixers)."""

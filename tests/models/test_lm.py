@@ -153,3 +153,11 @@ def test_build_model_records_widths_and_accepts_omegaconf():
     assert model.cfg.d_ff == 128  # round_up(8/3 · 48, 16)
     assert model.cfg.moe["d_expert"] == 64  # d_ff / (top_k=2 + 0 shared)
     assert isinstance(model.cfg.mixers["kda"], dict)
+
+
+def test_summary():
+    model = LM(tiny(channel="moe", moe={"n_experts": 4, "top_k": 1, "d_expert": 8}))
+    info = model.summary(16)
+    assert info["layers"] == model.layer_names and info["d_expert"] == 8
+    assert info["flops_per_token_train"] == 3 * info["flops_per_token_forward"] == 3 * model.flops_per_token(16)
+    assert info["params_active_non_embedding"] < info["params_non_embedding"] < info["params_total"]
