@@ -29,6 +29,7 @@ Splits are deterministic and independent of ``seed``: the last ``val_fraction`` 
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 from . import corpora
@@ -51,11 +52,11 @@ def _check_options(source, paths, bin_dtype, tokenizer, val_fraction, max_bytes,
         raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}; got {tokenizer!r}")
     if bin_dtype not in BIN_DTYPES:
         raise ValueError(f"bin_dtype must be one of {', '.join(BIN_DTYPES)}; got {bin_dtype!r}")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in the open interval (0, 1); got {val_fraction!r}")
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1):
         raise ValueError(f"max_bytes must be None or an int >= 1; got {max_bytes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an int >= 0; got {seed!r}")
     paths = (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
     paths = tuple(os.fspath(p) for p in paths)
@@ -75,6 +76,8 @@ def make_dataset(source: str = "embedded", *, paths=(), bin_dtype: str = "uint16
                  cache_dir=None, seed: int = 0) -> Dataset:
     """Load (building and caching on first use) a tokenised language-modelling dataset."""
     paths = _check_options(source, paths, bin_dtype, tokenizer, val_fraction, max_bytes, seed)
+    val_fraction, seed = float(val_fraction), int(seed)
+    max_bytes = None if max_bytes is None else int(max_bytes)
     if tokenizer == "bpe":
         bpe_vocab_size = check_bpe_vocab(bpe_vocab_size)
     cache_dir = resolve_cache_dir(cache_dir)
