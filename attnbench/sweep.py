@@ -1,0 +1,115 @@
+"""Sweeps: the Hydra multirun declared in an experiment file, run point by point in this process.
+
+An experiment is a Hydra config, ``experiments/<name>.yaml`` (``# @package _global_``): fixed
+settings, plus ``hydra.sweeper.params`` in Hydra's sweep syntax (``key: a,b,c``, ``range(..)``).
+The grid is expanded by Hydra's own basic sweeper (cartesian product, in file order); sweep
+overrides on the command line (``trainer.seed=0,1``) replace or add dimensions, plain ones apply
+to every point. Unless ``trainer.seed`` is swept or set, ``launcher.seeds`` is swept as it.
+
+Each point is a normal run folder, ``<launcher.root>/<experiment>/<preset>/<point>``, named
+from its sweep values (attnbench.results.run_name), so a re-run finds it: finished (and
+diverged) runs are skipped, interrupted or failed ones resume from their last checkpoint.
+A failing point is recorded (summary.json: status failed, traceback) and the sweep goes on.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from attnbench import results
+from attnbench.config import EXPERIMENT_DIR, compose
+
+
+def experiment_location(experiment: str | Path) -> tuple[Path, str, str]:
+    """(search root, group, option) for a name in experiments/ or a path to a yaml file."""
+    path = Path(experiment)
+    if path.suffix not in (".yaml", ".yml"):
+        path = EXPERIMENT_DIR / f"{experiment}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+        raise ValueError(f"experiment must be one of {', '.join(known)} or a path to a .yaml file; got {experiment!r}")
+    path = path.resolve()
+    return path.parent.parent, path.parent.name, path.stem
+
+
+def _key(override) -> str:
+    return override.key_or_group
+
+
+def plan(experiment: str | Path, overrides: list[str] = ()) -> tuple[list[dict], dict]:
+    """Expand the sweep: ([{name, out_dir, overrides}], info). Composes no point yet."""
+    search_root, group, option = experiment_location(experiment)
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(overrides))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = [f"+{group}={option}", *fixed]
+    cfg = compose(base, hydra_config=True, check=False, search_root=search_root)
+    node = OmegaConf.select(cfg, "hydra.sweeper.params")
+    params = dict(OmegaConf.to_container(node, resolve=False)) if node is not None else {}
+    sweep = [f"{k}={v}" for k, v in params.items()]
+    for o in parsed:  # a sweep on the command line replaces the file's dimension for that key
+        if o.is_sweep_override():
+            sweep = [s for s in sweep if _key(parser.parse_override(s)) != _key(o)] + [o.input_line]
+    keys = {_key(parser.parse_override(s)) for s in sweep} | {_key(o) for o in parsed}
+    if "trainer.seed" not in keys:
+        sweep.append("trainer.seed=" + ",".join(str(s) for s in cfg.launcher.seeds))
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides(sweep), None)[0] if sweep else [[]]
+    name = cfg.experiment or option
+    folder = Path(cfg.launcher.root) / name / cfg.preset
+    points = [{"name": results.run_name(job), "overrides": [*base, *job]} for job in jobs]
+    for p in points:
+        p["out_dir"] = str(folder / p["name"])
+    return points, {"experiment": name, "folder": str(folder), "search_root": str(search_root), "sweep": sweep}
+
+
+def run_point(point: dict, search_root: str, train_fn: Callable) -> dict:
+    """Compose and train one point; any exception becomes a failed summary, never a raise."""
+    out = Path(point["out_dir"])
+    try:
+        cfg = compose([*point["overrides"], f"trainer.out_dir='{out}'"], search_root=search_root)
+        return train_fn(cfg)
+    except Exception as exc:  # noqa: BLE001  (one point must not stop the sweep)
+        summary = results.read_json(out / "summary.json") or {}
+        if summary.get("status") != "failed":  # failed before train() could record it (e.g. a bad config)
+            out.mkdir(parents=True, exist_ok=True)
+            summary = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                       "overrides": point["overrides"]}
+            results.write_json(out / "summary.json", summary)
+        return summary
+
+
+def run_sweep(experiment: str | Path, overrides: list[str] = (), train_fn: Callable | None = None,
+              echo: Callable[[str], None] = print) -> list[dict]:
+    """Run every point; return [{name, out_dir, status, skipped}] in sweep order."""
+    if train_fn is None:
+        from attnbench.train import train as train_fn
+    points, info = plan(experiment, overrides)
+    echo(f"{info['experiment']}: {len(points)} runs in {info['folder']}  (sweep: {' '.join(info['sweep'])})")
+    report = []
+    for i, point in enumerate(points, 1):
+        status = results.run_status(point["out_dir"])
+        if status in results.FINAL_STATUSES:
+            echo(f"[{i}/{len(points)}] {point['name']}: {status} earlier, skipped")
+            report.append({**point, "status": status, "skipped": True})
+            continue
+        verb = "resuming" if status else "starting"
+        echo(f"[{i}/{len(points)}] {point['name']}: {verb}")
+        start = time.perf_counter()
+        summary = run_point(point, info["search_root"], train_fn)
+        line = f"[{i}/{len(points)}] {point['name']}: {summary.get('status')} in {time.perf_counter() - start:.0f} s"
+        if summary.get("final_val_ppl") is not None:
+            line += f", val ppl {summary['final_val_ppl']:.3f}"
+        if summary.get("status") == "failed":
+            line += f"\n    {summary.get('error')}"
+        echo(line)
+        report.append({**point, "status": summary.get("status"), "skipped": False})
+    failed = [r["name"] for r in report if r["status"] == "failed"]
+    echo(f"{info['experiment']}: {len(report) - len(failed)} of {len(report)} ok"
+         + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return report
