@@ -3,7 +3,7 @@
 ``cases(device, dtype)`` runs the kernels in ``dtype`` (bf16 for the table) and the reference in
 float32 on the same rounded inputs, and returns one row per compared quantity:
 {op, path, quantity, rel_rms, tol, passed}. When the kernels cannot run it returns one row with
-passed=False and a ``reason``.
+passed=False, a ``reason`` and a ``note`` (what the driver prints).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _grads(fn, inputs, dy, dstate, **kw):
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     y, state = fn(**leaves, output_final_state=True, **kw)
     ((y.float() * dy).sum() + (state.float() * dstate).sum()).backward()
-    return y, state, {f"d{k}": v.grad for k, v in leaves.items()}
+    return y.detach(), state.detach(), {f"d{k}": v.grad for k, v in leaves.items()}
 
 
 def _row(path, quantity, got, ref):
@@ -77,5 +77,5 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
         usable, why_not = False, f"device {device!r} is not CUDA"
     if not usable:
         return [dict(op="ssd", path="mamba_ssm", quantity="all", rel_rms=float("nan"), tol=TOL,
-                     passed=False, reason=why_not)]
+                     passed=False, reason=why_not, note=f"disabled: {why_not}")]
     return chunk_scan_rows(device, dtype) + state_update_rows(device, dtype)

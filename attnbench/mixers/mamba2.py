@@ -1,0 +1,167 @@
+"""Mamba2 block (Dao & Gu, arXiv 2405.21060, §7 and Fig. 6; defaults of mamba_ssm's Mamba2).
+
+    z, x, B, C, dt = in_proj(u)                    one projection, D -> 2 d_inner + 2 G N + H
+    x, B, C = SiLU(causal depthwise conv4([x, B, C]))
+    dt = softplus(dt + dt_bias);  A = -exp(A_log)  per head
+    y = SSD(x, dt, A, B, C) + D x                  ops/ssd: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T
+    out = out_proj(RMSNorm_group(y * SiLU(z)))     gate first, then the norm (norm_before_gate=False)
+
+ngroups G: B and C have G groups shared by H / G heads each; the gated RMSNorm normalises each
+group's d_inner / G channels separately, with one weight per channel (mamba_ssm's
+RMSNormGated(group_size=d_inner // ngroups)). With G = 1 it is a norm over all of d_inner.
+
+Decoding state: {"conv": [B, d_inner + 2 G N, d_conv - 1] in the model dtype,
+"ssm": [B, H, P, N] in at least ``state_dtype`` (float32 by default: h sums many small terms;
+state_dtype=None keeps it in the model dtype)}.
+The kernel decode step updates state["ssm"] in place, as mamba_ssm does: always continue from
+the state that forward returns, and clone one you want to keep.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.ssd import kernel, reference
+from .base import Mixer, State, choose_impl, dtype_bytes
+from .layers import GatedRMSNorm, ShortConv
+
+
+class GroupedGatedRMSNorm(GatedRMSNorm):
+    """Gate first, then RMSNorm over each of ``groups`` equal slices of the last dim."""
+
+    def __init__(self, dim: int, groups: int, eps: float = 1e-5):
+        super().__init__(dim, activation="silu", norm_before_gate=False, eps=eps)
+        self.groups = groups
+
+    def _rms(self, x: torch.Tensor) -> torch.Tensor:
+        # As the parent's, but float64 stays float64 (the parent computes in float32).
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        gated = (x * self.act(g)).unflatten(-1, (self.groups, -1))  # [..., G, dim / G]
+        return self._rms(gated).flatten(-2) * self.weight
+
+
+class Mamba2(Mixer):
+    def __init__(self, d_model: int, d_state: int = 128, headdim: int = 64, expand: int = 2, ngroups: int = 1,
+                 d_conv: int = 4, chunk_size: int = 64, kernel_chunk_size: int = 256,
+                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5,
+                 state_dtype: torch.dtype | None = torch.float32, impl: str = "auto"):
+        super().__init__(d_model, impl)
+        for name, value in dict(d_state=d_state, headdim=headdim, expand=expand, ngroups=ngroups, d_conv=d_conv,
+                                chunk_size=chunk_size, kernel_chunk_size=kernel_chunk_size).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        d_inner = expand * d_model
+        if d_inner % headdim:
+            raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {d_inner}")
+        nheads = d_inner // headdim
+        if nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} must divide nheads = d_inner / headdim = {nheads}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_min, dt_max must satisfy 0 < dt_min <= dt_max; got {dt_min}, {dt_max}")
+        if not 0 < A_init_range[0] <= A_init_range[1]:
+            raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
+        self.d_state, self.headdim, self.ngroups, self.d_conv = d_state, headdim, ngroups, d_conv
+        self.d_inner, self.nheads = d_inner, nheads
+        self.chunk_size, self.kernel_chunk_size, self.state_dtype = chunk_size, kernel_chunk_size, state_dtype
+        self.conv_dim = d_inner + 2 * ngroups * d_state  # channels of [x, B, C]
+
+        self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + nheads, bias=False)  # [z, x, B, C, dt]
+        self.conv = ShortConv(self.conv_dim, kernel_size=d_conv, bias=True, activation="silu")
+        self.dt_bias = nn.Parameter(self._init_dt_bias(nheads, dt_min, dt_max, dt_init_floor))
+        self.A_log = nn.Parameter(torch.empty(nheads).uniform_(*A_init_range).log())
+        self.D = nn.Parameter(torch.ones(nheads))
+        self.norm = GroupedGatedRMSNorm(d_inner, ngroups, eps=norm_eps)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    @staticmethod
+    def _init_dt_bias(nheads, dt_min, dt_max, floor) -> torch.Tensor:
+        """dt ~ logU(dt_min, dt_max), floored; the bias is softplus^{-1}(dt) = dt + log(1 - exp(-dt))."""
+        log_dt = torch.rand(nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        dt = log_dt.exp().clamp(min=floor)
+        return dt + torch.log(-torch.expm1(-dt))
+
+    # ---- decoding state -------------------------------------------------------------------
+    def init_state(self, batch: int, max_len: int = 0, device=None, dtype=torch.float32) -> State:
+        ssm_dtype = self._ssm_dtype(dtype)
+        return {
+            "conv": self.conv.init_state(batch, device=device, dtype=dtype),  # [B, conv_dim, d_conv - 1]
+            "ssm": torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype),
+        }
+
+    def _ssm_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """h is kept in at least ``state_dtype`` (float32 by default; float64 models stay float64)."""
+        return dtype if self.state_dtype is None else torch.promote_types(self.state_dtype, dtype)
+
+    def state_bytes(self, context_len: int, batch: int = 1, dtype: torch.dtype = torch.bfloat16) -> int:
+        """Constant in context_len: the conv window plus h."""
+        conv = batch * self.conv_dim * (self.d_conv - 1) * dtype_bytes(dtype)
+        ssm = batch * self.nheads * self.headdim * self.d_state * dtype_bytes(self._ssm_dtype(dtype))
+        return conv + ssm
+
+    # ---- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
+        batch, T = self.check_input(x)
+        if state is not None:
+            self.check_state(state, self.init_state(batch, device="meta"))
+        if T == 0:  # nothing to mix; the state is unchanged
+            self.impl_ran = "none"
+            return x.new_zeros(batch, 0, self.d_model), state
+        z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        xBC, conv_state = self.conv(xBC, None if state is None else state["conv"])  # [B, T, conv_dim]
+        xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        xs = xs.unflatten(-1, (self.nheads, self.headdim))  # [B, T, H, P]
+        B = B.unflatten(-1, (self.ngroups, self.d_state))  # [B, T, G, N]
+        C = C.unflatten(-1, (self.ngroups, self.d_state))
+        f32 = torch.promote_types(x.dtype, torch.float32)  # dt and A in float32 at least, as mamba_ssm
+        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
+        A = -torch.exp(self.A_log.to(f32))  # [H]
+
+        y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"])
+        y = y + self.D.to(y.dtype)[:, None] * xs  # D skip, per head
+        out = self.out_proj(self.norm(y.flatten(-2), z))  # [B, T, D]
+        if state is None:
+            return out, None
+        return out, {"conv": conv_state, "ssm": h.to(state["ssm"].dtype)}
+
+    def _ssd(self, x, dt, A, B, C, h0):
+        """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step."""
+        ready = kernel.available()
+        if ready[0] and not x.is_cuda:
+            ready = (False, f"the input is on {x.device.type}, not CUDA")
+        use_kernel = choose_impl(self.impl, ready, "Mamba2") == "kernel"
+        want_state = h0 is not None
+        if x.shape[1] == 1 and want_state:
+            if use_kernel:
+                self.impl_ran = "mamba_ssm.state_update"
+                return kernel.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True, inplace=True)
+            self.impl_ran = "torch.recurrent"
+            return reference.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True)
+        if use_kernel:
+            self.impl_ran = "mamba_ssm.chunk_scan"
+            return kernel.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.kernel_chunk_size)
+        self.impl_ran = "torch.chunked"
+        return reference.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.chunk_size)
+
+    # ---- accounting -------------------------------------------------------------------------
+    def flops_per_token(self, context_len: int) -> float:
+        """Forward matmul FLOPs per token (2 per multiply-add), chunked SSD at chunk Q = min(chunk_size, L):
+
+        projections  2 D (2 d_inner + 2 G N + H) + 2 d_inner D
+        SSD          G 2 Q N   (C B^T in each chunk, shared by a group's heads)
+                   + H 2 Q P   (masked scores times x dt)
+                   + H 4 P N   (the chunk state B (x dt)^T, and C reading the entering state)
+        The depthwise conv, gate, norm and the state pass across chunks (P N per chunk) are left out.
+        """
+        L = max(int(context_len), 1)
+        Q = min(self.chunk_size, L)
+        H, P, N, G = self.nheads, self.headdim, self.d_state, self.ngroups
+        proj = 2 * self.d_model * self.in_proj.out_features + 2 * self.d_inner * self.d_model
+        ssd = G * 2 * Q * N + H * 2 * Q * P + H * 4 * P * N
+        return float(proj + ssd)
