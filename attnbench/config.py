@@ -18,6 +18,7 @@ from typing import Any, Optional
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from attnbench.models.config import ModelConfig, as_model_config
@@ -178,7 +179,11 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
                                 "(pip install -e .)")
     search = f"hydra.searchpath=[file://{Path(search_root).resolve()}]"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=[search, *overrides], return_hydra_config=hydra_config)
+        try:
+            cfg = hydra_compose(config_name, overrides=[search, *overrides], return_hydra_config=hydra_config)
+        except ConfigCompositionException as exc:  # say why: Hydra keeps OmegaConf's reason in __cause__
+            cause = f": {exc.__cause__}".replace("\n", " ") if exc.__cause__ is not None else ""
+            raise ValueError(f"{exc}{cause}") from exc
     if check:
         validate(cfg)
     return cfg

@@ -4,6 +4,8 @@ No file I/O and no training here; callers save the figure (report.py, notebooks)
 """
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg", force=False)  # headless by default; a notebook's inline backend still wins
@@ -11,33 +13,39 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from attnbench.paper import KIMI_LINEAR_CITATION, KIMI_LINEAR_TABLE1_RATIO  # noqa: E402
+from attnbench.paper import KIMI_LINEAR_TABLE1_RATIO  # noqa: E402
 from attnbench.results import aggregate  # noqa: E402
 
-OURS, PAPER = "tab:blue", "tab:red"
+OURS, SINGLE, PAPER = "tab:blue", "tab:gray", "tab:red"
+RATIO = re.compile(r"[\d.]+:1")
 
 
 def _panel(ax, table: pd.DataFrame, metric: str, label: str) -> None:
-    """Our metric per arch: mean with ±std error bars when several seeds."""
-    x = range(len(table))
-    std = table[f"{metric}_std"].fillna(0.0)
-    ax.errorbar(x, table[f"{metric}_mean"], yerr=std, fmt="o-", color=OURS, capsize=4, label="attnbench")
-    ax.set_xticks(list(x), table["arch"], rotation=30)
+    """Our metric per arch, mean ± std over seeds: the N:1 hybrids joined by a line, the
+    single-mixer stacks ('attn only', 'kda only') as separate markers."""
+    is_ratio = table["arch"].map(lambda a: bool(RATIO.fullmatch(str(a))))
+    for subset, fmt, color, name in ((is_ratio, "o-", OURS, "attnbench, KDA:MLA"),
+                                     (~is_ratio, "D", SINGLE, "attnbench, one mixer")):
+        part = table[subset]
+        if len(part):
+            ax.errorbar(part.index, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0.0), fmt=fmt,
+                        color=color, capsize=4, label=name)
+    ax.set_xticks(list(table.index), table["arch"], rotation=30)
     ax.set_xlabel("KDA:MLA ratio")
     ax.set_ylabel(label, color=OURS)
     ax.grid(alpha=0.3)
 
 
 def _paper_twin(ax, table: pd.DataFrame) -> None:
-    """Kimi Linear Table 1 validation ppl on a twin axis, at the ratios it reports."""
+    """Kimi Linear Table 1 validation ppl on a twin axis, at the ratios it reports (its training
+    ppl is in the report's table)."""
     twin = ax.twinx()
-    xs = [i for i, arch in enumerate(table["arch"]) if arch in KIMI_LINEAR_TABLE1_RATIO]
-    for kind, index, style in (("val", 1, "s--"), ("train", 0, "^:")):
-        ys = [KIMI_LINEAR_TABLE1_RATIO[table["arch"].iloc[i]][index] for i in xs]
-        twin.plot(xs, ys, style, color=PAPER, alpha=1.0 if kind == "val" else 0.5, label=f"Kimi Linear {kind} ppl")
-    twin.set_ylabel("Kimi Linear Table 1 ppl", color=PAPER)
-    lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], loc="upper center", fontsize=8)
+    xs = [i for i, arch in zip(table.index, table["arch"]) if arch in KIMI_LINEAR_TABLE1_RATIO]
+    ys = [KIMI_LINEAR_TABLE1_RATIO[table["arch"][i]][1] for i in xs]
+    twin.plot(xs, ys, "s--", color=PAPER, label="Kimi Linear Table 1 (val)")
+    twin.set_ylabel("Kimi Linear Table 1 val ppl (arXiv 2510.26692)", color=PAPER, fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
 
 
 def ratio_ablation_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
@@ -57,5 +65,4 @@ def ratio_ablation_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
         right.set_axis_off()
     seeds = int(table["seeds"].max())
     fig.suptitle(title or f"KDA:MLA hybrid ratio ({seeds} seed{'s' if seeds > 1 else ''} per point)")
-    fig.text(0.995, 0.005, f"paper: {KIMI_LINEAR_CITATION}", ha="right", va="bottom", fontsize=7, color="gray")
     return fig

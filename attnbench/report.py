@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from attnbench import plotting, results
 from attnbench.paper import KIMI_LINEAR_CITATION, KIMI_LINEAR_TABLE1_RATIO
 
+RECORD_FILES = ("config.yaml", "summary.json", "env.json", "metrics.jsonl")
 METRICS = ["final_val_ppl", "final_val_bpb", "final_val_loss", "tokens_per_s", "wall_time_s"]
 RUN_COLUMNS = ["run", "arch", "status", "trainer.seed", "params_non_embedding", "flops_per_token", "final_val_loss",
                "final_val_ppl", "final_val_bpb", "best_val_ppl", "final_train_loss", "tokens_per_s", "wall_time_s",
@@ -90,6 +92,19 @@ def markdown_report(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return "\n".join(text) + "\n", table
 
 
+def copy_run_records(df: pd.DataFrame, runs_dir: Path, dest: Path) -> None:
+    """Copy each run's small files (not checkpoints) under dest, so that collect(dest) and the
+    notebook work from the committed results folder alone."""
+    for run_dir in map(Path, df["run_dir"]):
+        target = dest / run_dir.resolve().relative_to(runs_dir.resolve())
+        if target.resolve() == run_dir.resolve():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run_dir / name).exists():
+                shutil.copyfile(run_dir / name, target / name)
+
+
 def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir: str | Path | None = None) -> Path:
     """Collect runs_dir, write table.md, summary.csv, runs.csv, env.json and the figure; return
     the folder (default results/<experiment>/<preset>_<device>_<date>/)."""
@@ -103,6 +118,7 @@ def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir
     (out / "table.md").write_text(text)
     table.to_csv(out / "summary.csv", index=False)
     df[[c for c in RUN_COLUMNS if c in df]].to_csv(out / "runs.csv", index=False)
+    copy_run_records(df, Path(runs_dir), out / "runs")
     env = results.read_json(Path(df["run_dir"].iloc[0]) / "env.json")
     if env is not None:
         results.write_json(out / "env.json", env)

@@ -187,9 +187,8 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     forward = torch.compile(model) if t.compile else model
     logger = open_wandb(cfg, out, config)
-    summary.update(params_non_embedding=model.num_params(non_embedding=True),
-                   params_total=model.num_params(non_embedding=False),
-                   flops_per_token=model.flops_per_token(t.seq_len), layers=",".join(model.layer_names),
+    sizes = model.summary(t.seq_len)  # params (non-embedding, active, total), FLOPs/token, widths
+    summary.update(sizes, layers=",".join(sizes["layers"]), flops_per_token=sizes["flops_per_token_forward"],
                    data=data.describe() if hasattr(data, "describe") else None)
     best, elapsed, last_eval = state.get("best_val_loss", math.inf), state.get("elapsed_s", 0.0), {}
     wall, session = state.get("wall_s", 0.0), time.time()  # wall time over all sessions of this run
