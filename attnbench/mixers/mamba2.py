@@ -29,6 +29,14 @@ from .base import Mixer, State, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, ShortConv
 
 
+def kernel_ready(x: torch.Tensor) -> tuple[bool, str]:
+    """Can mamba_ssm's kernels run on x? (usable, why not)."""
+    usable, why_not = kernel.available()
+    if usable and not x.is_cuda:
+        return False, f"the input is on {x.device.type}, not CUDA"
+    return usable, why_not
+
+
 class GroupedGatedRMSNorm(GatedRMSNorm):
     """Gate first, then RMSNorm over each of ``groups`` equal slices of the last dim."""
 
@@ -132,10 +140,7 @@ class Mamba2(Mixer):
 
     def _ssd(self, x, dt, A, B, C, h0):
         """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step."""
-        ready = kernel.available()
-        if ready[0] and not x.is_cuda:
-            ready = (False, f"the input is on {x.device.type}, not CUDA")
-        use_kernel = choose_impl(self.impl, ready, "Mamba2") == "kernel"
+        use_kernel = choose_impl(self.impl, kernel_ready(x), "Mamba2") == "kernel"
         want_state = h0 is not None
         if x.shape[1] == 1 and want_state:
             if use_kernel:

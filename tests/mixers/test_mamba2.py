@@ -152,3 +152,39 @@ def test_backward_matches_finite_differences():
         return torch.func.functional_call(m, dict(zip(own, ps)), (x,), strict=False)[0]
 
     assert torch.autograd.gradcheck(f, (x, *own.values()), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_kernel_routing_with_stand_in_kernels(monkeypatch):
+    """The kernel path's plumbing on CPU: stand-ins with the kernels' contract (the decode step
+    writes the state in place) must give the torch path's result and record what ran."""
+    from attnbench.mixers import mamba2
+    from attnbench.ops.ssd import reference
+
+    calls = []
+
+    def chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256):
+        calls.append(("chunked", chunk_size))
+        return reference.ssd_chunked(x, dt, A, B, C, initial_state, output_final_state, chunk_size)
+
+    def recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False):
+        calls.append(("recurrent", inplace))
+        y, h = reference.ssd_recurrent(x, dt, A, B, C, initial_state, output_final_state)
+        return y, (initial_state.copy_(h) if inplace else h)
+
+    monkeypatch.setattr(mamba2, "kernel_ready", lambda x: (True, ""))
+    monkeypatch.setattr(mamba2.kernel, "ssd_chunked", chunked)
+    monkeypatch.setattr(mamba2.kernel, "ssd_recurrent", recurrent)
+    m = small(ngroups=2, impl="kernel", kernel_chunk_size=5)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    full, _ = m(x)
+    assert m.impl_ran == "mamba_ssm.chunk_scan"
+    state = m.init_state(2, 9, dtype=torch.float64)
+    y0, state = m(x[:, :6], state)
+    ys = [y0]
+    for i in range(6, 9):
+        ssm_before = state["ssm"]
+        y, state = m(x[:, i:i + 1], state)
+        assert m.impl_ran == "mamba_ssm.state_update" and state["ssm"] is ssm_before  # updated in place
+        ys.append(y)
+    assert calls == [("chunked", 5), ("chunked", 5)] + [("recurrent", True)] * 3
+    assert rel_rms(torch.cat(ys, 1).detach(), full.detach()) <= 1e-10

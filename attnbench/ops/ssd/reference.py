@@ -81,9 +81,9 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False):
     else:
         h = initial_state.to(ct).view(batch, G, R, P, N)
     ys = []
-    for t in range(T):
-        h = decay[:, t] * h + xdt[:, t] * B[:, t]  # [B, G, R, P, N]
-        ys.append((h @ C[:, t]).squeeze(-1))  # [B, G, R, P]
+    for decay_t, xdt_t, B_t, C_t in zip(*(u.unbind(1) for u in (decay, xdt, B, C))):  # unbind: see ssd_chunked
+        h = decay_t * h + xdt_t * B_t  # [B, G, R, P, N]
+        ys.append((h @ C_t).squeeze(-1))  # [B, G, R, P]
     y = torch.stack(ys, 1) if ys else x.new_zeros(batch, 0, G, R, P, dtype=ct)
     final = h.reshape(batch, H, P, N) if output_final_state else None
     return y.reshape(batch, T, H, P).to(x.dtype), final
@@ -131,9 +131,11 @@ def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, ch
     else:
         h = initial_state.to(ct).view(batch, G, R, P, N)
     entering = []
-    for c in range(n_chunks):
+    # unbind, not [:, c]: its backward stacks the per-chunk gradients instead of scattering each
+    # into a zero tensor of the full size (which would be quadratic in the number of chunks).
+    for decay_c, states_c in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
         entering.append(h)
-        h = chunk_decay[:, c] * h + chunk_states[:, c]
+        h = decay_c * h + states_c
     entering = torch.stack(entering, 1)  # [B, c, G, R, P, N]: the state before each chunk
 
     # 4. Off-diagonal blocks (left factors): the entering state, decayed to token l, read by C_l.
