@@ -8,7 +8,7 @@ def rel_rms(got: torch.Tensor, ref: torch.Tensor) -> float:
     """||got - ref|| / ||ref|| in float64; 0 when both are zero; inf on NaN/shape mismatch."""
     if got.shape != ref.shape:
         raise ValueError(f"shapes differ: got {tuple(got.shape)}, ref {tuple(ref.shape)}")
-    got, ref = got.double(), ref.double()
+    got, ref = got.detach().double(), ref.detach().double()
     if not torch.isfinite(got).all():
         return float("inf")
     denom = ref.norm()
