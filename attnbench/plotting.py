@@ -1,20 +1,18 @@
 """Figures: pure functions from a results DataFrame (attnbench.results.collect) to a Figure.
 
-No file I/O and no training here; callers save the figure (report.py, notebooks).
+No file I/O and no training here; callers save the figure (report.py, notebooks). Figures are
+built without pyplot, so nothing depends on (or changes) the matplotlib backend.
 """
 from __future__ import annotations
 
 import re
 
-import matplotlib
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)  # headless by default; a notebook's inline backend still wins
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from attnbench.paper import KIMI_LINEAR_TABLE1_RATIO  # noqa: E402
-from attnbench.results import aggregate  # noqa: E402
+from attnbench.paper import KIMI_LINEAR_TABLE1_RATIO
+from attnbench.results import aggregate, ratio_sort_key
 
 OURS, SINGLE, PAPER = "tab:blue", "tab:gray", "tab:red"
 RATIO = re.compile(r"[\d.]+:1")
@@ -54,7 +52,8 @@ def ratio_ablation_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
     table = aggregate(df, ["final_val_ppl", "final_val_bpb"])
     if table.empty:
         raise ValueError("ratio_ablation_figure: no finished runs in the DataFrame")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
     _panel(left, table, "final_val_ppl", "validation perplexity (ours)")
     _paper_twin(left, table)
     left.set_title("Validation perplexity")
@@ -65,4 +64,23 @@ def ratio_ablation_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
         right.set_axis_off()
     seeds = int(table["seeds"].max())
     fig.suptitle(title or f"KDA:MLA hybrid ratio ({seeds} seed{'s' if seeds > 1 else ''} per point)")
+    return fig
+
+
+def curves_figure(metrics: pd.DataFrame, value: str = "val_loss") -> Figure:
+    """``value`` against step, one line per run, one colour per arch (from collect_metrics)."""
+    rows = metrics.dropna(subset=[value]) if value in metrics else metrics.iloc[0:0]
+    if rows.empty:
+        raise ValueError(f"curves_figure: no {value!r} values in the metrics")
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    archs = sorted(rows["arch"].unique(), key=lambda a: (ratio_sort_key(str(a)), str(a)))
+    colors = colormaps["viridis"]([i / max(len(archs) - 1, 1) for i in range(len(archs))])
+    for arch, color in zip(archs, colors):
+        for i, (_, run) in enumerate(rows[rows["arch"] == arch].groupby("run")):
+            ax.plot(run["step"], run[value], color=color, alpha=0.8, label=arch if i == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(value)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

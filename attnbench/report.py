@@ -125,7 +125,4 @@ def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir
     if (df["status"] == "finished").any():
         fig = plotting.ratio_ablation_figure(df, title=f"KDA:MLA ratio ablation — {h['preset']}, {h['device']}, {h['date']}")
         fig.savefig(out / "ratio_ablation.png", dpi=130)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
     return out

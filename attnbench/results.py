@@ -172,3 +172,19 @@ def aggregate(df: pd.DataFrame, metrics: list[str], by: str = "arch") -> pd.Data
         return pd.DataFrame(columns=[by, "seeds"])
     order = sorted(range(len(table)), key=lambda i: (ratio_sort_key(str(table[by].iloc[i])), str(table[by].iloc[i])))
     return table.iloc[order].reset_index(drop=True)
+
+
+def collect_metrics(root: str | Path) -> pd.DataFrame:
+    """Every metrics.jsonl line under root, one row each, with run, arch and trainer.seed."""
+    frames = []
+    for run_dir in run_dirs(Path(root)):
+        records = read_metrics(run_dir / "metrics.jsonl")
+        if not records:
+            continue
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        frame = pd.DataFrame(records)
+        frame["run"] = run_dir.name
+        frame["arch"] = arch_label(config.get("model", {}).get("layers"))
+        frame["trainer.seed"] = config.get("trainer", {}).get("seed")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "arch", "step"])

@@ -46,5 +46,6 @@ def fake_run(folder: Path, layers: list[str], seed: int, val_ppl: float, status:
         summary = {"status": "failed", "error": "ValueError: boom", "traceback": "Traceback..."}
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "env.json").write_text(json.dumps({"device": device, "torch": "2.x", "git_commit": "abc", "git_dirty": False}))
-    (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": 1.0}) + "\n")
+    lines = [{"step": 5, "loss": 2.0, "val_loss": math.log(val_ppl) + 0.5}, {"step": 10, "loss": 1.0, "val_loss": math.log(val_ppl)}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return folder
