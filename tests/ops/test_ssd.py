@@ -114,14 +114,17 @@ def test_equals_fla_simple_gla(T, G):
 
 
 def test_float32_safe_under_strong_decay():
-    """Log-decays down to -160 per token (cumulative -1e4 per chunk): finite, and equal to float64."""
-    inputs = make(T=130, G=1, dtype=torch.float64, dt_scale=10.0)
+    """A chunk that starts with log-decays of -160 per token (running sum -6400), then a
+    near-identity stretch: the stretch's weights must not lose digits to that large running sum
+    (a cumsum-difference mask loses ~100x here), and nothing overflows."""
+    inputs = make(T=130, G=1, dtype=torch.float64)
     inputs["A"] = torch.tensor([-16.0, -1.0, -1e-3, -8.0], dtype=torch.float64)
-    inputs["dt"][:, 50:60] = 1e-4  # a near-identity stretch
+    inputs["dt"][:, :40] = 10.0
+    inputs["dt"][:, 40:64] = 1e-3
     y64, s64 = ssd_recurrent(**inputs, output_final_state=True)
-    f32 = {k: v.float() for k, v in inputs.items()}
-    y32, s32, grads = run_with_grads(ssd_chunked, f32)
-    assert rel_rms(y32, y64) <= 1e-5 and rel_rms(s32, s64) <= 1e-5
+    y32, s32, grads = run_with_grads(ssd_chunked, {k: v.float() for k, v in inputs.items()})
+    assert rel_rms(y32[:, 40:64], y64[:, 40:64]) <= 2e-6
+    assert rel_rms(y32, y64) <= 2e-6 and rel_rms(s32, s64) <= 2e-6
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
