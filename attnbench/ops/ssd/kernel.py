@@ -18,8 +18,36 @@ import torch
 from .reference import check_ssd_inputs, compute_dtype
 
 
+INIT_SKIPPED = ""  # why mamba_ssm's package __init__ was bypassed, if it was (goes into impl notes)
+
+
+def _bypass_package_init(why: str) -> None:
+    """Register ``mamba_ssm`` as a bare namespace so its Triton submodules import alone.
+
+    ``mamba_ssm/__init__.py`` imports the selective-scan CUDA extension, which a wheel built
+    with MAMBA_SKIP_CUDA_BUILD=TRUE lacks; the SSD kernels we call are pure Triton and need
+    nothing from it. The bypass is recorded in INIT_SKIPPED, never silent.
+    """
+    global INIT_SKIPPED
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("mamba_ssm")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("mamba_ssm is not installed")
+    package = types.ModuleType("mamba_ssm")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["mamba_ssm"] = package
+    INIT_SKIPPED = why
+
+
 @functools.lru_cache(maxsize=None)
 def _import_kernels():
+    try:
+        import mamba_ssm  # noqa: F401
+    except ImportError as err:  # usually the missing CUDA extension, see _bypass_package_init
+        _bypass_package_init(f"package __init__ skipped ({err})")
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
