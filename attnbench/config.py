@@ -177,7 +177,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
     if not CONFIG_DIR.is_dir():
         raise FileNotFoundError(f"config directory {CONFIG_DIR} not found: attnbench must run from a source checkout "
                                 "(pip install -e .)")
-    search = f"hydra.searchpath=[file://{Path(search_root).resolve()}]"
+    search = f"hydra.searchpath=['file://{Path(search_root).resolve()}']"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
             cfg = hydra_compose(config_name, overrides=[search, *overrides], return_hydra_config=hydra_config)

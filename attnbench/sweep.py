@@ -13,11 +13,14 @@ A failing point is recorded (summary.json: status failed, traceback) and the swe
 """
 from __future__ import annotations
 
+import gc
+import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
+import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -82,6 +85,12 @@ def run_point(point: dict, search_root: str, train_fn: Callable) -> dict:
                        "overrides": point["overrides"]}
             results.write_json(out / "summary.json", summary)
         return summary
+    finally:  # the next point starts from a clean device and compiler cache
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if "torch._dynamo" in sys.modules:
+            torch._dynamo.reset()
 
 
 def run_sweep(experiment: str | Path, overrides: list[str] = (), train_fn: Callable | None = None,

@@ -125,6 +125,18 @@ def memory_gb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def write_env(out: Path, model) -> None:
+    """env.json: the environment record plus what ran in each layer ('<i>:<mixer>:<impl>')."""
+    env = environment()
+    env["impls"] = [f"{i}:{name}:{impl}" for i, (name, impl) in enumerate(zip(model.layer_names, model.impls_ran()))]
+    results.write_json(out / "env.json", env)
+
+
+def append_metrics(out: Path, record: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def open_wandb(cfg, out: Path, config: dict):
     """wandb run or None; offline unless WANDB_API_KEY is set. Imported only when asked for."""
     if not cfg.trainer.wandb:
@@ -171,6 +183,7 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
     device, amp_dtype = pick_device(t)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)  # a sweep runs many runs in one process
 
     # Data first: the tokenizer fixes the vocabulary. Then the model, seeded by trainer.seed.
     data = build_data(cfg.data, t.seq_len)
@@ -215,12 +228,10 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
         step, interval_steps = step + 1, interval_steps + 1
         bar.update(1)
         if step == 1:  # the impls are known once a forward has run
-            env = environment()
-            env["impls"] = [f"{i}:{name}:{impl}" for i, (name, impl) in
-                            enumerate(zip(model.layer_names, model.impls_ran()))]
-            results.write_json(out / "env.json", env)
+            write_env(out, model)
         if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
             bar.close()
+            append_metrics(out, {"step": step, "loss": loss_sum, "grad_norm": grad_norm})
             summary.update(status="diverged", steps_done=step, final_train_loss=loss_sum,
                            error=f"non-finite loss {loss_sum} / grad norm {grad_norm} at step {step}")
             results.write_json(out / "summary.json", summary)
@@ -245,13 +256,13 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
             record.update(last_eval)
             best = min(best, last_eval["val_loss"])
         if "tokens_per_s" in record or "val_loss" in record:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(out, record)
             if logger is not None:
                 logger.log(record, step=step)
         if step % t.checkpoint_every == 0 or step == t.steps:
             save_checkpoint(out / "checkpoints" / "last.pt", model, optimizers, step, config,
-                            {"best_val_loss": best, "train_loss": loss_sum, "elapsed_s": elapsed, "wall_s": wall + time.time() - session})
+                            {"best_val_loss": best, "train_loss": loss_sum, "elapsed_s": elapsed,
+                             "wall_s": wall + time.time() - session})
         if "tokens_per_s" in record:
             interval_start, interval_steps = time.perf_counter(), 0
         else:
