@@ -56,7 +56,8 @@ def ratio_table(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     lines = ["| KDA:MLA | seeds | params (non-emb.) | val ppl | val bits/byte | tokens/s | "
              "paper train ppl | paper val ppl |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for _, r in table.iterrows():
-        paper = [f"{v:.2f}" if v is not None and not pd.isna(v) else "–" for v in (r.paper_train_ppl, r.paper_val_ppl)]
+        paper = [f"{v:.2f}" if v is not None and not pd.isna(v) else "–"
+                 for v in (r.paper_train_ppl, r.paper_val_ppl)]
         lines.append(f"| {r.arch} | {r.seeds} | {r.get('params_non_embedding', 0):,} | "
                      f"{_fmt(r.final_val_ppl_mean, r.final_val_ppl_std)} | "
                      f"{_fmt(r.final_val_bpb_mean, r.final_val_bpb_std)} | {_fmt(r.tokens_per_s_mean, math.nan, 0)} | "
@@ -113,7 +114,8 @@ def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir
         raise ValueError(f"no run folders (config.yaml / summary.json) under {runs_dir}")
     text, table = markdown_report(df)
     h = header(df)
-    out = Path(out_dir) if out_dir else Path(out_root) / str(h["experiment"]) / f"{h['preset']}_{device_slug(h['device'])}_{h['date']}"
+    name = f"{h['preset']}_{device_slug(h['device'])}_{h['date']}"
+    out = Path(out_dir) if out_dir else Path(out_root) / str(h["experiment"]) / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
     table.to_csv(out / "summary.csv", index=False)
@@ -123,6 +125,7 @@ def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir
     if env is not None:
         results.write_json(out / "env.json", env)
     if (df["status"] == "finished").any():
-        fig = plotting.ratio_ablation_figure(df, title=f"KDA:MLA ratio ablation — {h['preset']}, {h['device']}, {h['date']}")
+        title = f"KDA:MLA ratio ablation — {h['preset']}, {h['device']}, {h['date']}"
+        fig = plotting.ratio_ablation_figure(df, title=title)
         fig.savefig(out / "ratio_ablation.png", dpi=130)
     return out

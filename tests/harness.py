@@ -34,7 +34,8 @@ def fake_run(folder: Path, layers: list[str], seed: int, val_ppl: float, status:
     import math
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"model": {"n_layers": len(layers), "d_model": 32, "ratio": None, "pattern": "".join(l[0].upper() for l in layers),
+    pattern = "".join(name[0].upper() for name in layers)
+    config = {"model": {"n_layers": len(layers), "d_model": 32, "ratio": None, "pattern": pattern,
                         "layers": layers, "d_ff": 64},
               "trainer": {"seed": seed, "steps": 10, "seq_len": 32, "batch_size": 4},
               "optim": {"name": "adamw", "lr": 1e-3}, "preset": preset, "experiment": "ratio_ablation"}
@@ -45,7 +46,9 @@ def fake_run(folder: Path, layers: list[str], seed: int, val_ppl: float, status:
     if status == "failed":
         summary = {"status": "failed", "error": "ValueError: boom", "traceback": "Traceback..."}
     (folder / "summary.json").write_text(json.dumps(summary))
-    (folder / "env.json").write_text(json.dumps({"device": device, "torch": "2.x", "git_commit": "abc", "git_dirty": False}))
-    lines = [{"step": 5, "loss": 2.0, "val_loss": math.log(val_ppl) + 0.5}, {"step": 10, "loss": 1.0, "val_loss": math.log(val_ppl)}]
+    env = {"device": device, "torch": "2.x", "git_commit": "abc", "git_dirty": False}
+    (folder / "env.json").write_text(json.dumps(env))
+    lines = [{"step": 5, "loss": 2.0, "val_loss": math.log(val_ppl) + 0.5},
+             {"step": 10, "loss": 1.0, "val_loss": math.log(val_ppl)}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return folder

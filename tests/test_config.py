@@ -12,7 +12,8 @@ from attnbench.mixers import LETTERS, REGISTRY
 from attnbench.optim import build_optimizers
 from attnbench.train import build_data, pick_device
 
-GROUPS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_dir() and any(p.glob("*.yaml")))
+GROUPS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*")
+                if p.is_dir() and any(p.glob("*.yaml")))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIG_DIR / g).glob("*.yaml"))]
 LETTER = {name: letter for letter, name in LETTERS.items()}
 

@@ -67,8 +67,8 @@ def test_kill_and_resume_replays_the_same_curve(tmp_path, cache):
     assert [s for s, _ in resumed] == list(range(1, 26))  # steps 11..14 were dropped and replayed once
     for (_, a), (_, b) in zip(resumed, reference):
         assert abs(a - b) <= 1e-6, (a, b)
-    assert summary["final_val_loss"] == pytest.approx(json.loads((whole / "summary.json").read_text())["final_val_loss"],
-                                                      abs=1e-6)
+    reference_summary = json.loads((whole / "summary.json").read_text())
+    assert summary["final_val_loss"] == pytest.approx(reference_summary["final_val_loss"], abs=1e-6)
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, cache):
