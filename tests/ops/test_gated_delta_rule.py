@@ -88,3 +88,43 @@ def test_bad_shapes_raise_naming_the_argument(fn, name, bad):
     inputs = {n: t.detach() for n, t in make_inputs(T=6, gate="scalar").items()}
     with pytest.raises(ValueError, match=name):
         fn(**{**inputs, name: bad(inputs)})
+
+
+# ---- kernel path choice and the via-KDA plumbing (CPU) ----
+
+@pytest.mark.parametrize("capability, triton, want", [
+    ((9, 0), (3, 6, 0), "via_kda"),  # H100/H200 with Triton 3.6: fla refuses GDN's backward
+    ((9, 0), (3, 7, 1), "native"),
+    ((8, 0), (3, 6, 0), "native"),  # A100: not affected
+    ((10, 0), (3, 5, 1), "native"),
+])
+def test_chunk_path_choice(monkeypatch, capability, triton, want):
+    from attnbench.ops.gated_delta_rule import kernel
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(kernel, "triton_version", lambda: triton)
+    path, why = kernel.chunk_path()
+    assert path == {"via_kda": kernel.VIA_KDA, "native": kernel.NATIVE}[want]
+    assert f"sm_{capability[0]}{capability[1]}" in why and ("refuses" in why) == (want == "via_kda")
+
+
+def test_gdn_via_kda_broadcasts_the_gate(monkeypatch):
+    """gdn_via_kda with the KDA kernel replaced by the KDA reference equals the GDN reference,
+    gradients included: the broadcast is what the GPU path does around fla's chunk_kda."""
+    from attnbench.ops.gated_delta_rule import kernel
+
+    monkeypatch.setattr(kernel.kda_kernel, "kda_chunked", kda_chunked)
+    inputs = make_inputs(T=70, HV=4, gate="scalar")
+    assert_close(run(kernel.gdn_via_kda, inputs), run(gdn_recurrent, inputs), 1e-8)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_kernel_wrappers_on_cpu_are_a_clear_error():
+    from attnbench.ops.gated_delta_rule import kernel, parity
+
+    inputs = {n: t.detach() for n, t in make_inputs(T=4, gate="scalar").items()}
+    for fn in (kernel.gdn_chunked, kernel.gdn_via_kda, kernel.gdn_recurrent):
+        with pytest.raises(RuntimeError, match="unavailable.*CUDA"):
+            fn(**inputs)
+    [row] = parity.cases("cpu")
+    assert row["op"] == "gdn" and row["passed"] is False and "CUDA" in row["note"]

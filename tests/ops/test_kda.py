@@ -110,3 +110,44 @@ def test_bad_chunk_size_raises(chunk_size):
     inputs = {n: t.detach() for n, t in make_inputs(T=6).items()}
     with pytest.raises(ValueError, match="chunk_size"):
         kda_chunked(**inputs, chunk_size=chunk_size)
+
+
+# ---- kernel wrapper and parity plumbing (CPU: the fla kernels themselves run in the GPU parity) ----
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_kernel_wrappers_on_cpu_are_a_clear_error():
+    from attnbench.ops.kda import kernel, parity
+
+    usable, why_not = kernel.available()
+    assert not usable and "CUDA" in why_not
+    inputs = {n: t.detach() for n, t in make_inputs(T=4).items()}
+    for fn in (kernel.kda_chunked, kernel.kda_recurrent):
+        with pytest.raises(RuntimeError, match="unavailable.*CUDA"):
+            fn(**inputs)
+    [row] = parity.cases("cpu")
+    assert row["op"] == "kda" and row["passed"] is False and "CUDA" in row["note"]
+
+
+def test_parity_rows_with_the_reference_standing_in_for_the_kernels():
+    """run_paths on CPU: a stand-in 'kernel' in float32 gives every quantity, tiny errors; a
+    forward-only path gives output and state only; a path that raises gives one failed row."""
+    from attnbench.ops.kda import parity
+
+    assert parity.make_inputs("cpu", torch.bfloat16, B=1, T=3, H=2, K=4, V=4)["g"].dtype == torch.bfloat16
+    inputs = parity.make_inputs("cpu", torch.float32, B=1, T=70, H=2, K=16, V=8)
+    assert (inputs["g"] < 0).all() and (inputs["g"] > -16 * 5).all()
+
+    def refuse(**kw):
+        raise RuntimeError("refused on this GPU")
+
+    paths = {"chunked": kda_chunked, "recurrent": kda_recurrent, "refused": refuse}
+    rows = parity.run_paths("kda", paths, kda_chunked, inputs, backward_paths=("chunked", "refused"))
+    by_path = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    assert [r["quantity"] for r in by_path["chunked"]] == [
+        "output", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dinitial_state"]
+    assert [r["quantity"] for r in by_path["recurrent"]] == ["output", "final_state"]
+    assert all(r["passed"] and r["rel_rms"] <= 1e-5 for r in by_path["chunked"] + by_path["recurrent"])
+    [error] = by_path["refused"]
+    assert error["passed"] is False and "refused on this GPU" in error["note"]
