@@ -58,17 +58,24 @@ class LM(nn.Module):
     def init_weights(self) -> None:
         std = self.cfg.init_std
         residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        residual = set(self.residual_projections())
         nn.init.normal_(self.embed.weight, 0.0, std)
         nn.init.normal_(self.head.weight, 0.0, std)
-        for block in self.blocks:
-            for name, module in block.named_modules():
-                if isinstance(module, MoE):
-                    module.reset_parameters(std, residual_std)
-                elif isinstance(module, nn.Linear) and not getattr(module, "skip_init", False):
-                    residual = getattr(module, "is_residual_out", False) or (
-                        name.startswith("mixer.") and name.rsplit(".", 1)[-1] in RESIDUAL_OUT_NAMES
-                    )
-                    nn.init.normal_(module.weight, 0.0, residual_std if residual else std)
+        for name, module in self.blocks.named_modules():
+            if isinstance(module, MoE):
+                module.reset_parameters(std, residual_std)
+            elif isinstance(module, nn.Linear) and not getattr(module, "skip_init", False):
+                nn.init.normal_(module.weight, 0.0, residual_std if f"blocks.{name}" in residual else std)
+
+    def residual_projections(self) -> list[str]:
+        """Names of the nn.Linear layers that write into the residual stream (scaled at init):
+        mixers' o_proj / out_proj and anything marked ``is_residual_out`` (the MLP's down)."""
+        names = []
+        for name, module in self.blocks.named_modules():
+            if isinstance(module, nn.Linear) and (getattr(module, "is_residual_out", False) or (
+                    ".mixer." in f".{name}" and name.rsplit(".", 1)[-1] in RESIDUAL_OUT_NAMES)):
+                names.append(f"blocks.{name}")
+        return names
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, state: list[State] | None = None):

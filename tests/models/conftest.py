@@ -6,7 +6,7 @@ import attnbench.mixers as mixers
 
 from .standins import StandInGlobal, StandInRecurrent
 
-REAL = {"attn", "mamba2", "mla"}  # grow as attnbench/mixers/<name>.py lands
+REAL = {"attn", "mamba2", "mla", "kda", "gdn"}  # all five have landed  # grow as attnbench/mixers/<name>.py lands
 REAL_MIXERS = mixers.mixer_class
 
 
@@ -30,6 +30,8 @@ STANDIN_KWARGS = {"n_heads": 2, "head_dim": 8}
 REAL_KWARGS = {
     "attn": {"n_heads": 2, "head_dim": 8},
     "mamba2": {"d_state": 8, "headdim": 8, "expand": 2, "chunk_size": 8},
+    "kda": {"n_heads": 2, "head_dim": 8, "chunk_size": 8},
+    "gdn": {"n_heads": 2, "head_dim": 8, "chunk_size": 8},
     "mla": {"n_heads": 2, "kv_lora_rank": 8, "qk_nope_head_dim": 8, "v_head_dim": 8},
 }
 TINY_MIXERS = {name: REAL_KWARGS[name] if name in REAL else STANDIN_KWARGS for name in mixers.REGISTRY}

@@ -7,7 +7,7 @@ import torch
 from attnbench.models import LM, ModelConfig, build_model
 from attnbench.ops.compare import rel_rms
 
-from .conftest import TINY_MIXERS
+from .conftest import STANDIN_KWARGS, TINY_MIXERS
 from .standins import NoFlops
 
 F64 = torch.float64
@@ -125,7 +125,7 @@ def test_flops_fallback_is_reported(monkeypatch):
     import attnbench.mixers as mixers
 
     monkeypatch.setattr(mixers, "mixer_class", lambda name: NoFlops)
-    model = LM(tiny(ratio="1:0", n_layers=2))
+    model = LM(tiny(ratio="1:0", n_layers=2, mixers={"kda": STANDIN_KWARGS}))
     with pytest.warns(UserWarning, match="2·params"):
         flops = model.flops_per_token(8)
     mixer_params = sum(p.numel() for p in model.blocks[0].mixer.parameters())
@@ -161,3 +161,12 @@ def test_summary():
     assert info["layers"] == model.layer_names and info["d_expert"] == 8
     assert info["flops_per_token_train"] == 3 * info["flops_per_token_forward"] == 3 * model.flops_per_token(16)
     assert info["params_active_non_embedding"] < info["params_non_embedding"] < info["params_total"]
+
+
+@pytest.mark.parametrize("letter", list("AMGSK"))
+def test_each_mixer_has_one_residual_projection(letter):
+    """Every mixer's output projection is found (and scaled at init): one per mixer, one per MLP."""
+    model = LM(tiny(ratio=None, pattern=letter, n_layers=2))
+    names = model.residual_projections()
+    assert len(names) == 4, names
+    assert sum(".mixer." in n for n in names) == 2 and sum(n.endswith("channel.down") for n in names) == 2
