@@ -1,0 +1,217 @@
+"""Kimi Delta Attention block (Kimi Linear, arXiv 2510.26692, §4 Eq. 10; fla's KimiDeltaAttention).
+
+    q, k = L2Norm(SiLU(ShortConv4(W_q x))), L2Norm(SiLU(ShortConv4(W_k x)))    per head, [B, T, H, K]
+    v    = SiLU(ShortConv4(W_v x))                                              [B, T, HV, V]
+    g    = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias)   log-decay per channel, rank = head_dim
+    β    = sigmoid(W_β x)                                   one per value head
+    o    = KDA(q, k, v, g, β)                               ops/kda: the delta rule, KL Eq. 1
+    y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
+
+Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
+channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
+HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
+
+Decoding state, a flat dict: conv_q, conv_k [B, H·K, conv_size-1] and conv_v [B, HV·V,
+conv_size-1] in the model dtype (absent without short convs); S [B, HV, K, V] in at least
+float32, the recurrent state, whose size is constant in the context length.
+
+``DeltaRuleMixer`` is what KDA and GDN (mixers/gdn.py) share; each subclass supplies its gate,
+its output-gate projection and its ops.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.kda import kernel as kda_kernel
+from ..ops.kda import reference as kda_reference
+from .base import Mixer, State, check_impl, choose_impl, dtype_bytes
+from .layers import GatedRMSNorm, ShortConv, l2norm
+
+OUTPUT_GATES = {"sigmoid": "sigmoid", "swish": "silu", "none": "none"}  # name -> GatedRMSNorm activation
+
+
+def dt_bias_init(n: int, dt_min=1e-3, dt_max=0.1, floor=1e-4) -> torch.Tensor:
+    """softplus^{-1}(dt) for dt ~ logU(dt_min, dt_max) floored (Mamba's init, used by fla's KDA/GDN)."""
+    dt = (torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).exp().clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+class DeltaRuleMixer(Mixer):
+    """Projections, short convs, q/k L2 norm, β, gated output norm, state and op routing."""
+
+    op_name = "delta rule"
+
+    def __init__(self, d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
+                 output_gate, chunk_size, norm_eps, impl):
+        super().__init__(d_model, check_impl(impl))
+        _positive_int("n_heads", n_heads)
+        if head_dim is None:  # one head_dim per head out of d_model
+            if d_model % n_heads:
+                raise ValueError(f"head_dim=None needs n_heads={n_heads} to divide d_model={d_model}")
+            head_dim = d_model // n_heads
+        _positive_int("head_dim", head_dim)
+        if isinstance(expand_v, bool) or not isinstance(expand_v, (int, float)) or expand_v <= 0 \
+                or (head_dim * expand_v) % 1:
+            raise ValueError(f"expand_v must make head_dim * expand_v a positive int; got {expand_v!r}, head_dim={head_dim}")
+        head_v_dim = int(head_dim * expand_v)
+        n_v_heads = n_heads if n_v_heads is None else _positive_int("n_v_heads", n_v_heads)
+        if n_v_heads % n_heads:
+            raise ValueError(f"n_v_heads={n_v_heads} must be a multiple of n_heads={n_heads}")
+        _positive_int("conv_size", conv_size)
+        if output_gate not in OUTPUT_GATES:
+            raise ValueError(f"output_gate must be one of {', '.join(OUTPUT_GATES)}; got {output_gate!r}")
+        if _positive_int("chunk_size", chunk_size) & (chunk_size - 1):
+            raise ValueError(f"chunk_size must be a power of two (the kernels take 32 or 64); got {chunk_size}")
+        self.H, self.HV, self.K, self.V = n_heads, n_v_heads, head_dim, head_v_dim
+        self.conv_size, self.use_short_conv, self.output_gate, self.chunk_size = conv_size, use_short_conv, output_gate, chunk_size
+
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, n_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, n_v_heads * head_v_dim, bias=False)
+        if use_short_conv:
+            self.q_conv = ShortConv(n_heads * head_dim, conv_size, activation="silu")
+            self.k_conv = ShortConv(n_heads * head_dim, conv_size, activation="silu")
+            self.v_conv = ShortConv(n_v_heads * head_v_dim, conv_size, activation="silu")
+        self.b_proj = nn.Linear(d_model, n_v_heads, bias=False)
+        self.o_norm = GatedRMSNorm(head_v_dim, activation=OUTPUT_GATES[output_gate], eps=norm_eps)
+        self.o_proj = nn.Linear(n_v_heads * head_v_dim, d_model, bias=False)
+
+    # ---- what a subclass supplies -------------------------------------------------------------
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+        """g <= 0 in at least float32: [B, T, HV, K] (KDA) or [B, T, HV] (GDN)."""
+        raise NotImplementedError
+
+    def output_gate_input(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The pre-activation of the output gate, [B, T, HV·V], or None without a gate."""
+        raise NotImplementedError
+
+    def kernel_ready(self, x: torch.Tensor) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def pick_op(self, step: bool, use_kernel: bool, device) -> tuple[callable, str, dict]:
+        """(function, what impl_ran records, extra kwargs) for a single decode step or a chunked pass."""
+        raise NotImplementedError
+
+    # ---- decoding state -----------------------------------------------------------------------
+    def init_state(self, batch: int, max_len: int = 0, device=None, dtype=torch.float32) -> State:
+        state = {}
+        if self.use_short_conv:
+            for name in ("q", "k", "v"):
+                state[f"conv_{name}"] = getattr(self, f"{name}_conv").init_state(batch, device=device, dtype=dtype)
+        S_dtype = torch.promote_types(dtype, torch.float32)  # S sums many small terms
+        state["S"] = torch.zeros(batch, self.HV, self.K, self.V, device=device, dtype=S_dtype)
+        return state
+
+    def state_bytes(self, context_len: int, batch: int = 1, dtype: torch.dtype = torch.bfloat16) -> int:
+        """Constant in context_len: the conv windows plus S."""
+        conv = (2 * self.H * self.K + self.HV * self.V) * (self.conv_size - 1) if self.use_short_conv else 0
+        S = self.HV * self.K * self.V * dtype_bytes(torch.promote_types(dtype, torch.float32))
+        return batch * (conv * dtype_bytes(dtype) + S)
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
+        batch, T = self.check_input(x)
+        if state is not None:
+            self.check_state(state, self.init_state(batch, device="meta"))
+        if T == 0:  # nothing to mix; the state is unchanged
+            self.impl_ran = "none"
+            return x.new_zeros(batch, 0, self.d_model), state
+        new_state = {}
+        q, k, v = (self._project(name, x, state, new_state) for name in ("q", "k", "v"))
+        q = self._unit(q.unflatten(-1, (self.H, self.K)))  # [B, T, H, K]
+        k = self._unit(k.unflatten(-1, (self.H, self.K)))
+        v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
+        beta = torch.sigmoid(self.b_proj(x))  # [B, T, HV]
+        o, S = self._mix(q, k, v, self.log_decay(x), beta, None if state is None else state["S"])
+
+        gate = self.output_gate_input(x)
+        gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
+        y = self.o_proj(self.o_norm(o.to(x.dtype), gate).flatten(-2))  # [B, T, D]
+        if state is None:
+            return y, None
+        return y, {**new_state, "S": S.to(state["S"].dtype)}
+
+    def _project(self, name: str, x: torch.Tensor, state: State | None, new_state: dict) -> torch.Tensor:
+        """W x, then the causal short conv (continuing from the state's window) and SiLU."""
+        h = getattr(self, f"{name}_proj")(x)
+        if not self.use_short_conv:
+            return F.silu(h)
+        h, window = getattr(self, f"{name}_conv")(h, None if state is None else state[f"conv_{name}"])
+        if state is not None:
+            new_state[f"conv_{name}"] = window
+        return h
+
+    @staticmethod
+    def _unit(x: torch.Tensor) -> torch.Tensor:
+        """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
+        return l2norm(x.to(torch.promote_types(x.dtype, torch.float32))).to(x.dtype)
+
+    def _mix(self, q, k, v, g, beta, S0):
+        """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op."""
+        use_kernel = choose_impl(self.impl, self.kernel_ready(q), type(self).__name__) == "kernel"
+        step = S0 is not None and q.shape[1] == 1
+        fn, self.impl_ran, extra = self.pick_op(step, use_kernel, q.device)
+        return fn(q, k, v, g, beta, initial_state=S0, output_final_state=S0 is not None, **extra)
+
+    # ---- accounting ---------------------------------------------------------------------------
+    def flops_per_token(self, context_len: int) -> float:
+        """Forward matmul FLOPs per token, 2 per multiply-add: every projection 2·in·out, plus the
+        chunked delta rule per value head, KL Eq. 13 per token with d_h² -> K·V, d_h -> K:
+            6·K·V + 3·C·K + C²,   C = min(chunk_size, L).
+        Short convs, norms, gates' elementwise work and the sequential state pass are left out."""
+        C = min(self.chunk_size, max(int(context_len), 1))
+        proj = sum(2 * m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
+        return float(proj + self.HV * (6 * self.K * self.V + 3 * C * self.K + C * C))
+
+
+class KDA(DeltaRuleMixer):
+    op_name = "KDA"
+
+    def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
+                 conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "sigmoid", chunk_size: int = 64,
+                 norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, impl: str = "auto"):
+        super().__init__(d_model, n_heads, head_dim, n_v_heads, 1, conv_size, use_short_conv,
+                         output_gate, chunk_size, norm_eps, impl)
+        if not 0 < A_init_range[0] <= A_init_range[1]:
+            raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
+        HV, K = self.HV, self.K
+        self.f_proj = nn.Sequential(nn.Linear(d_model, K, bias=False), nn.Linear(K, HV * K, bias=False))
+        self.A_log = nn.Parameter(torch.empty(HV).uniform_(*A_init_range).log())
+        self.dt_bias = nn.Parameter(dt_bias_init(HV * K, dt_min, dt_max, dt_init_floor))
+        if output_gate != "none":
+            self.g_proj = nn.Sequential(nn.Linear(d_model, K, bias=False), nn.Linear(K, HV * self.V, bias=True))
+
+    def log_decay(self, x):
+        """g = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias), [B, T, HV, K], in at least float32."""
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        pre = (self.f_proj(x).to(f32) + self.dt_bias.to(f32)).unflatten(-1, (self.HV, self.K))
+        return -self.A_log.to(f32).exp()[:, None] * F.softplus(pre)
+
+    def output_gate_input(self, x):
+        return self.g_proj(x) if self.output_gate != "none" else None
+
+    def kernel_ready(self, x):
+        usable, why_not = kda_kernel.available()
+        if usable and not x.is_cuda:
+            return False, f"the input is on {x.device.type}, not CUDA"
+        return usable, why_not
+
+    def pick_op(self, step, use_kernel, device):
+        if not use_kernel:
+            if step:
+                return kda_reference.kda_recurrent, "torch.recurrent", {}
+            return kda_reference.kda_chunked, "torch.chunked", {"chunk_size": self.chunk_size}
+        if step and not torch.is_grad_enabled():  # the decode kernel has no backward
+            return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
+        return kda_kernel.kda_chunked, "fla.chunk_kda", {"chunk_size": self.chunk_size}
