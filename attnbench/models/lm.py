@@ -164,7 +164,7 @@ class LM(nn.Module):
                 total += 2.0 * sum(p.numel() for p in block.mixer.parameters())
             total += block.channel.flops_per_token()
         if self.flops_fallbacks:
-            warnings.warn(f"flops_per_token: mixers without flops_per_token counted as 2·params: {self.flops_fallbacks}")
+            warnings.warn(f"flops_per_token: counted as 2·params (mixer lacks flops_per_token): {self.flops_fallbacks}")
         return total + 2.0 * self.cfg.d_model * self.cfg.vocab_size
 
     def summary(self, seq_len: int) -> dict[str, Any]:

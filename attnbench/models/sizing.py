@@ -68,9 +68,10 @@ def match_params(cfg: ModelConfig | Any, target: int, tolerance: float = TOLERAN
             if abs(got - target) > tolerance * target:  # the affine model was wrong: a bug, say so
                 raise RuntimeError(f"match_params: width {width} gave {got:,} parameters, expected ~{target:,}")
             return matched
+    best = max(1, round(ideal))
     raise ValueError(
         f"model.match_params={target:,} cannot be met within {tolerance:.0%} by {field}: one unit of width "
-        f"changes the count by {slope:,.0f} (best {max(1, round(ideal))} gives {int(base + slope * max(1, round(ideal))):,})"
+        f"changes the count by {slope:,.0f} (the best width, {best}, gives {int(base + slope * best):,})"
     )
 
 

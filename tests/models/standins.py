@@ -1,11 +1,10 @@
-"""Tiny stand-in mixers for model tests, used for registry names whose real mixer has not
-landed (see REAL in conftest.py). Both are exact in float64 and decode with a state."""
+"""A tiny stand-in mixer for tests that need a mixer the registry lacks (e.g. one without
+flops_per_token). Exact in float64 and decodes with a state."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from attnbench.mixers.attention import Attention
 from attnbench.mixers.base import Mixer, dtype_bytes
 
 
@@ -41,13 +40,6 @@ class StandInRecurrent(Mixer):
 
     def flops_per_token(self, context_len):
         return 4.0 * self.d_model * self.width + 2 * self.width
-
-
-class StandInGlobal(Attention):
-    """Real Attention without positions, under the constructor kwargs a global mixer takes."""
-
-    def __init__(self, d_model: int, n_heads: int = 2, head_dim: int | None = None, impl: str = "auto"):
-        super().__init__(d_model, n_heads=n_heads, head_dim=head_dim, pos_emb="none", impl=impl)
 
 
 class NoFlops(StandInRecurrent):

@@ -25,7 +25,8 @@ def dense_oracle(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outs).reshape(x.shape)
 
 
-@pytest.mark.parametrize("top_k, shared, renormalize", [(1, False, True), (2, False, True), (2, True, False), (4, True, True)])
+@pytest.mark.parametrize("top_k, shared, renormalize",
+                         [(1, False, True), (2, False, True), (2, True, False), (4, True, True)])
 def test_moe_matches_dense_per_token(top_k, shared, renormalize):
     moe = MoE(16, 24, n_experts=4, top_k=top_k, shared_expert=shared, renormalize=renormalize).double()
     moe.reset_parameters(0.3, 0.3)  # large enough that routing differs between tokens
@@ -34,7 +35,8 @@ def test_moe_matches_dense_per_token(top_k, shared, renormalize):
     assert y.shape == x.shape
     assert rel_rms(y.detach(), y_ref.detach()) < 1e-12
     probe = torch.randn_like(y)
-    inputs = [x, moe.router.weight, moe.w_gate, moe.w_up, moe.w_down] + (list(moe.shared.parameters()) if shared else [])
+    inputs = [x, moe.router.weight, moe.w_gate, moe.w_up, moe.w_down]
+    inputs += list(moe.shared.parameters()) if shared else []
     grads = torch.autograd.grad((y * probe).sum(), inputs)
     grads_ref = torch.autograd.grad((y_ref * probe).sum(), inputs)
     for g, g_ref in zip(grads, grads_ref):  # (top-1 renormalised: the router's gradient is exactly 0)
