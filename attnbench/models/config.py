@@ -68,11 +68,20 @@ def as_model_config(cfg: Any) -> ModelConfig:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = dict(cfg)
+    recorded_layers = cfg.pop("layers", None)  # a run's config.yaml records the expanded list
     known = {f.name for f in fields(ModelConfig)}
     unknown = set(cfg) - known
     if unknown:
         raise ValueError(f"model has no field(s) {sorted(unknown)}; fields are {', '.join(sorted(known))}")
-    return as_model_config(ModelConfig(**cfg))
+    model_cfg = as_model_config(ModelConfig(**cfg))
+    if recorded_layers is not None:
+        from .pattern import expand_layers
+
+        if list(recorded_layers) != expand_layers(model_cfg):
+            raise ValueError(f"model.layers {list(recorded_layers)} disagrees with the expansion of "
+                             f"model.pattern/ratio {expand_layers(model_cfg)}")
+    return model_cfg
 
 
 def _plain(value: Any) -> Any:

@@ -153,6 +153,11 @@ def test_build_model_records_widths_and_accepts_omegaconf():
     assert model.cfg.d_ff == 128  # round_up(8/3 · 48, 16)
     assert model.cfg.moe["d_expert"] == 64  # d_ff / (top_k=2 + 0 shared)
     assert isinstance(model.cfg.mixers["kda"], dict)
+    # a run's config.yaml records the layer list beside the fields; it reloads if they agree
+    recorded = {**OmegaConf.to_container(OmegaConf.structured(model.cfg)), "layers": ["kda", "mla"]}
+    assert LM(recorded).layer_names == ["kda", "mla"]
+    with pytest.raises(ValueError, match="model.layers"):
+        LM({**recorded, "layers": ["kda", "kda"]})
 
 
 def test_summary():
