@@ -1,0 +1,271 @@
+"""What every benchmark shares: architectures, the model config, devices, the parity gate,
+out-of-memory handling and the run folder.
+
+Architectures (``--archs``): a name below, ``pattern:KKKM`` (letters as models.pattern) or
+``ratio:7:1`` (with the config's model.linear / model.global_attn). Sizes come from Hydra
+overrides given after the options, exactly as for training, e.g.
+
+    python -m attnbench.bench.decode --archs mla,kda_mla_3to1 +bench=decode_ref model.n_layers=8
+
+Run folder (``--out``, default runs/bench/<name>/<date_time>): results.csv, results.json
+({bench, meta, rows}), env.json (attnbench.env.environment() plus the impl that ran per layer
+of every architecture, and the parity file used) and the benchmark's figures (PNG).
+
+Row status: ok | oom (out of memory, measured or predicted) | skipped (over --max-bytes, a time
+cap, or a peer that cannot run here, with the reason in ``note``) | refused (parity failed) |
+error (any other exception; the sweep goes on and the note names it).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ARCHS = {  # name -> ModelConfig fields that set the layer layout
+    "attn": {"pattern": "A", "ratio": None},
+    "mla": {"pattern": "M", "ratio": None},
+    "gdn": {"pattern": "G", "ratio": None},
+    "mamba2": {"pattern": "S", "ratio": None},
+    "kda": {"pattern": "K", "ratio": None},
+    "kda_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla"},
+}
+STATUSES = ("ok", "oom", "skipped", "refused", "error")
+# mixer -> the op names its parity rows use (the driver's crash row uses the package name)
+MIXER_OPS = {"attn": ("attention",), "mla": ("mla",), "gdn": ("gdn", "gated_delta_rule"), "mamba2": ("ssd",),
+             "kda": ("kda",)}
+
+
+# ---- command line ---------------------------------------------------------------------------
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes; Hydra overrides (model.*=..., +bench=...) go last."""
+    ap = argparse.ArgumentParser(prog=f"python -m attnbench.bench.{name}", description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of the model config, e.g. +bench=decode_ref "
+                    "model.d_model=1024 model.mixers.kda.n_heads=8")
+    ap.add_argument("--out", default=None, help=f"run folder (default runs/bench/{name}/<date_time>)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--parity", default=None, metavar="KERNEL_STATUS_JSON",
+                    help="kernel_status.json from attnbench.bench.parity: refuse paths that failed")
+    ap.add_argument("--strict-parity", action="store_true",
+                    help="with --parity, also refuse kernel paths the status file does not list")
+    ap.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    return ap
+
+
+def add_archs(ap: argparse.ArgumentParser, default: str) -> None:
+    ap.add_argument("--archs", default=default,
+                    help=f"comma-separated: {', '.join(ARCHS)}, pattern:<letters>, ratio:<N:1> (default {default})")
+
+
+def parse_archs(text: str, extra: tuple[str, ...] = ()) -> list[str]:
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    for a in archs:
+        if a not in ARCHS and a not in extra and not a.startswith(("pattern:", "ratio:")):
+            legal = ", ".join([*ARCHS, *extra, "pattern:<letters>", "ratio:<N:1>"])
+            raise ValueError(f"--archs entries must be among {legal}; got {a!r}")
+    if not archs:
+        raise ValueError("--archs must name at least one architecture")
+    return archs
+
+
+def base_model_config(overrides: list[str]):
+    """The composed config's ``model`` node as a ModelConfig (validated by compose)."""
+    from attnbench.config import compose
+    from attnbench.models import as_model_config
+
+    return as_model_config(compose(list(overrides)).model)
+
+
+def arch_config(base, arch: str):
+    """``base`` with the layer layout of ``arch``."""
+    if arch in ARCHS:
+        return replace(base, **ARCHS[arch])
+    kind, _, value = arch.partition(":")
+    return replace(base, pattern=value, ratio=None) if kind == "pattern" else replace(base, pattern=None, ratio=value)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device; use --device auto or cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_once_ms(fn: Callable[[], Any], device: torch.device) -> float:
+    """One call, synchronised, in ms (the first call: compiles, autotunes, fills the gate)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def reps_for(first_ms: float, reps: int, budget_ms: float, min_reps: int = 3) -> int:
+    """Fewer repeats for slow points: about ``budget_ms`` of timing, at least ``min_reps``."""
+    return max(min_reps, min(reps, int(budget_ms / max(first_ms, 1e-3))))
+
+
+# ---- the impl that ran, and the parity gate ---------------------------------------------------
+def layer_impls(model) -> list[tuple[str, str | None]]:
+    """[(mixer name, impl_ran)] per layer of an attnbench LM."""
+    return list(zip(model.layer_names, model.impls_ran()))
+
+
+def impls_text(impls: list[tuple[str, str | None]]) -> str:
+    """'0:kda=fla.chunk_kda 1:kda=... 3:mla=sdpa.unabsorbed' (one entry per layer)."""
+    return " ".join(f"{i}:{name}={impl}" for i, (name, impl) in enumerate(impls))
+
+
+class ParityGate:
+    """Reads kernel_status.json ({"paths": {"<op>/<path>": {"passed": bool, ...}}}).
+
+    A layer's path is "<op>/<impl_ran>" with op from MIXER_OPS. A status entry covers it when its
+    path equals impl_ran, prefixes it ("ssd/mamba_ssm" covers "ssd/mamba_ssm.chunk_scan"), or is
+    "(all)" (the driver's row when an op's parity crashed). torch.* impls are the references
+    themselves and need no check.
+    """
+
+    def __init__(self, path: str | None = None, strict: bool = False):
+        self.path, self.strict = path, strict
+        self.paths: dict[str, dict] = {}
+        if path is not None:
+            data = json.loads(Path(path).read_text())
+            if "paths" not in data:
+                raise ValueError(f"--parity {path}: not a kernel_status.json (no 'paths' key)")
+            self.paths = data["paths"]
+
+    def covering(self, ops: tuple[str, ...], impl: str) -> list[tuple[str, bool]]:
+        found = []
+        for key, status in self.paths.items():
+            key_op, _, key_path = key.partition("/")
+            if key_op in ops and (key_path in (impl, "(all)") or impl.startswith(key_path + ".")):
+                found.append((key, bool(status.get("passed", False))))
+        return found
+
+    def verdict(self, impls: list[tuple[str, str | None]]) -> tuple[bool, str]:
+        """(allowed, text): text is 'no gate', 'reference', 'passed', 'unchecked: ...' or 'failed: ...'."""
+        if self.path is None:
+            return True, "no gate"
+        failed, unchecked, checked = set(), set(), False
+        for name, impl in impls:
+            if impl is None or impl.startswith("torch") or impl == "none":
+                continue
+            ops = MIXER_OPS.get(name, (name,))
+            found = self.covering(ops, impl)
+            checked = checked or bool(found)
+            failed.update(key for key, ok in found if not ok)
+            if not found:
+                unchecked.add(f"{ops[0]}/{impl}")
+        if failed:
+            return False, "failed: " + ",".join(sorted(failed))
+        if unchecked:
+            return not self.strict, "unchecked: " + ",".join(sorted(unchecked))
+        return True, "passed" if checked else "reference"
+
+
+def refused_note(verdict: str) -> str:
+    print(f"refused: parity failed ({verdict})" if verdict.startswith("failed")
+          else f"refused: parity not checked ({verdict})")
+    return verdict
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text.lower() or "can't allocate memory" in text or isinstance(exc, MemoryError))
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def param_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def failed(row: dict, exc: BaseException) -> dict:
+    """Mark ``row`` oom or error from an exception (printing the traceback of an error)."""
+    if is_oom(exc):
+        return row.update(status="oom", note=type(exc).__name__) or row
+    traceback.print_exception(exc)
+    return row.update(status="error", note=f"{type(exc).__name__}: {str(exc)[:300]}") or row
+
+
+def guarded(row: dict, fn: Callable[[], dict], device: torch.device) -> dict:
+    """Run ``fn`` (returns the measured fields); an exception becomes an oom/error row."""
+    try:
+        row.update(fn())
+        row.setdefault("status", "ok")
+    except Exception as exc:  # noqa: BLE001  one point's failure must not end the sweep
+        failed(row, exc)
+    free_memory(device)
+    return row
+
+
+# ---- the run folder ---------------------------------------------------------------------------
+def out_dir(name: str, out: str | None) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S")
+    path = Path(out) if out is not None else Path("runs") / "bench" / name / stamp
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (torch.dtype, torch.device, Path)):
+        return str(x)
+    return x.item() if hasattr(x, "item") else x
+
+
+class Recorder:
+    """The run folder, rewritten after every architecture so that a run cut short (a timeout, a
+    crash) still leaves the rows it measured: results.csv, results.json, env.json."""
+
+    def __init__(self, bench: str, out: str | None, meta: dict):
+        from attnbench.env import environment
+
+        self.bench, self.meta, self.path = bench, meta, out_dir(bench, out)
+        self.env = environment()
+        self.rows: list[dict] = []
+        self.impls: dict[str, str] = {}
+
+    def add(self, rows: list[dict], name: str | None = None, impls: str | None = None) -> None:
+        self.rows += rows
+        if name is not None:
+            self.impls[name] = impls or ""
+        self.write()
+
+    def write(self) -> None:
+        import pandas as pd
+
+        env = {**self.env, "impls": self.impls, "parity_file": self.meta.get("parity")}
+        (self.path / "env.json").write_text(json.dumps(_plain(env), indent=2) + "\n")
+        body = {"bench": self.bench, "meta": self.meta, "rows": self.rows}
+        (self.path / "results.json").write_text(json.dumps(_plain(body), indent=2) + "\n")
+        pd.DataFrame(self.rows).to_csv(self.path / "results.csv", index=False)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    from attnbench.bench.report import markdown_table
+
+    print(markdown_table(rows, columns))

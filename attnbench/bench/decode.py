@@ -1,0 +1,213 @@
+"""Decoding: time per output token after a context of L tokens, and the cache each architecture
+holds at L (measured beside model.state_bytes).
+
+    python -m attnbench.bench.decode --archs mla,attn,kda_mla_3to1 --batches 1 16 +bench=decode_ref
+
+How the cache is built (cheaply): a decode step's cost depends on the cache's contents only
+through their size (attention reads every cached key and value whatever they hold; a recurrent
+state is a fixed-size tensor), so no prompt is prefilled. ``init_state(B, L + 1)`` allocates the
+cache, every floating tensor in it is filled with N(0, 1) values, and each ``len`` is set to L;
+one step then appends token L + 1 and attends over L + 1 positions. Every timed call starts
+from that same state (the step's new length is discarded), so each repeat costs exactly one
+step at context L. The state is also measured on its own: on CUDA as the allocator's
+memory_allocated() delta around ``init_state(B, L)`` (blocks are rounded up to 512 bytes),
+on CPU as the sum of the state's tensor bytes; both are printed beside model.state_bytes(L).
+
+Timing: eager first (median after warm-up, synchronised), then on CUDA the same step captured
+in a CUDA graph (--cuda-graphs; a capture failure is noted and the eager time stands).
+ms_per_token is the graph time when a graph ran, else the eager one; the table says which.
+cache_read_gbps = cache bytes / step time: for attention layers the bytes each step must read,
+compared with the measured device copy bandwidth (bytes read + written per second).
+
+Sweep: an out-of-memory point is an "oom" row (predicted from free memory on CUDA, or caught)
+and every longer context of that architecture and batch is "oom" without trying; on any device
+--max-bytes makes points whose weights + cache exceed it "skipped" (so does batch·L over
+--max-cached-tokens, to bound a run's time); a step slower than --time-cap-s makes the longer
+contexts "skipped".
+"""
+from __future__ import annotations
+
+import torch
+
+from attnbench.mixers import state_nbytes
+
+from . import figures
+from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded,
+                     impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table, refused_note,
+                     reps_for, synchronize, timed_once_ms)
+from .prefill import DTYPES
+from .timing import median_ms
+
+SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
+COLUMNS = ["arch", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
+           "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw", "parity", "impls",
+           "note"]
+
+
+def fill_state(states: list[dict], length: int) -> list[dict]:
+    """Random contents in every floating tensor, each cache's ``len`` set to ``length``."""
+    for state in states:
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value.normal_()
+            elif key == "len":
+                state[key] = length
+    return states
+
+
+def measured_state_bytes(model, batch: int, length: int, device, dtype) -> int:
+    """Bytes init_state(batch, length) holds: the allocator's delta on CUDA, tensor bytes on CPU."""
+    if device.type != "cuda":
+        return sum(state_nbytes(s) for s in model.init_state(batch, length, device=device, dtype=dtype))
+    synchronize(device)
+    before = torch.cuda.memory_allocated()
+    states = model.init_state(batch, length, device=device, dtype=dtype)
+    delta = torch.cuda.memory_allocated() - before
+    del states
+    return delta
+
+
+def copy_bandwidth_gbps(device, nbytes: int) -> float:
+    """A large device-to-device copy: (bytes read + bytes written) / time, in GB/s."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), warmup=3, reps=10, device=device)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def graph_replay(step, device):
+    """Capture ``step`` in a CUDA graph (after side-stream warm-up); returns graph.replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    synchronize(device)
+    return graph.replay
+
+
+def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps) -> dict:
+    cache_bytes = measured_state_bytes(model, batch, length, device, dtype)
+    states = fill_state(model.init_state(batch, length + 1, device=device, dtype=dtype), length)
+    token = torch.randint(0, model.cfg.vocab_size, (batch, 1), device=device)
+
+    @torch.no_grad()
+    def step():
+        return model(token, states)  # the returned state (length L + 1) is dropped: every call is step L
+
+    first_ms = timed_once_ms(step, device)
+    impls = layer_impls(model)
+    allowed, verdict = gate.verdict(impls)
+    fields = {"impls": impls_text(impls), "parity": verdict, "cache_bytes_measured": cache_bytes}
+    if not allowed:
+        return {**fields, "status": "refused", "note": refused_note(verdict)}
+    reps = reps_for(first_ms, args.reps, args.budget_ms)
+    warmup = args.warmup if first_ms < SLOW_MS else 1  # a slow step has nothing left to warm
+    eager_ms = median_ms(step, warmup=warmup, reps=reps, device=device)
+    graph_ms, graph_note = None, "no (cpu)" if device.type != "cuda" else "no (--cuda-graphs off)"
+    if device.type == "cuda" and args.cuda_graphs == "on" and eager_ms > SLOW_MS:
+        graph_note = f"no (eager step > {SLOW_MS} ms: launch overhead is noise)"
+    elif device.type == "cuda" and args.cuda_graphs == "on":
+        try:
+            graph_ms = median_ms(graph_replay(step, device), warmup=warmup, reps=reps, device=device)
+            graph_note = "yes"
+        except Exception as exc:  # noqa: BLE001  a step that cannot be captured is timed eagerly
+            synchronize(device)
+            graph_note = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
+    ms = graph_ms if graph_ms is not None else eager_ms
+    gbps = cache_bytes / (ms * 1e-3) / 1e9
+    return {**fields, "eager_ms": eager_ms, "graph_ms": graph_ms, "cuda_graph": graph_note, "ms_per_token": ms,
+            "tokens_per_s": batch / (ms * 1e-3), "cache_read_gbps": gbps,
+            "frac_of_copy_bw": gbps / copy_gbps if copy_gbps else None, "reps": reps}
+
+
+def precheck(model, batch: int, length: int, args, device, dtype) -> tuple[str, str] | None:
+    """(status, note) when a point must not be tried: over --max-bytes, or more than free memory."""
+    if args.max_cached_tokens and batch * length > args.max_cached_tokens:
+        return "skipped", f"batch x L = {batch * length:,} > --max-cached-tokens={args.max_cached_tokens:,}"
+    need = param_bytes(model) + model.state_bytes(length + 1, batch, dtype)
+    if args.max_bytes and need > args.max_bytes:
+        return "skipped", f"needs {need:,} bytes > --max-bytes={args.max_bytes:,}"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+        cache = model.state_bytes(length + 1, batch, dtype)
+        if cache > free:  # the measured state is freed before the timed one is allocated
+            return "oom", f"predicted: {cache / 2**30:.1f} GiB cache > {free / 2**30:.1f} GiB free"
+    return None
+
+
+def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps) -> tuple[list[dict], str, str]:
+    from attnbench.models import build_model
+
+    points = [(b, n) for b in args.batches for n in args.contexts]
+    try:
+        with torch.device(device):
+            model = build_model(arch_config(base, arch)).to(dtype).eval()
+    except Exception as exc:  # noqa: BLE001  a model that cannot be built is a row, not the end
+        row = failed(dict(bench="decode", arch=arch), exc)
+        return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
+    rows, stops, impls = [], {}, ""
+    for batch, length in points:
+        row = dict(bench="decode", arch=arch, batch=batch, context=length,
+                   cache_bytes_predicted=model.state_bytes(length, batch, dtype))
+        verdict = stops.get(batch) or precheck(model, batch, length, args, device, dtype)
+        if verdict is not None:
+            row.update(status=verdict[0], note=verdict[1])
+        else:
+            guarded(row, lambda: measure(model, batch, length, args, device, dtype, gate, copy_gbps), device)
+        if row["status"] == "oom":
+            stops.setdefault(batch, ("oom", f"longer than the oom point L={length}"))
+        elif (row.get("ms_per_token") or 0) > args.time_cap_s * 1e3:
+            stops[batch] = ("skipped", f"L={length} took over --time-cap-s={args.time_cap_s} per step")
+        impls = row.get("impls") or impls
+        print(f"{arch} B={batch} L={length}: {row['status']} {row.get('ms_per_token') or ''} "
+              f"graph={row.get('cuda_graph')} | {row.get('impls') or row.get('note')}")
+        rows.append(row)
+    del model
+    free_memory(device)
+    return rows, arch, impls
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = parser("decode", __doc__)
+    add_archs(ap, "mla,attn,kda_mla_3to1")
+    ap.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 65536, 131072, 524288, 1048576])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights/cache (default bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--budget-ms", type=float, default=1500.0, help="about this much timing per point")
+    ap.add_argument("--time-cap-s", type=float, default=5.0)
+    ap.add_argument("--cuda-graphs", choices=("on", "off"), default="on")
+    ap.add_argument("--max-bytes", type=int, default=None, help="skip points whose weights + cache exceed this")
+    ap.add_argument("--max-cached-tokens", type=int, default=None, help="skip points with batch x L above this")
+    ap.add_argument("--copy-mib", type=int, default=None, help="copy-bandwidth buffer (default 1024 CUDA, 16 CPU)")
+    args = ap.parse_intermixed_args(argv)
+    device, base = pick_device(args.device), base_model_config(args.overrides)
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    gate = ParityGate(args.parity, args.strict_parity)
+    copy_gbps = copy_bandwidth_gbps(device, (args.copy_mib or (1024 if device.type == "cuda" else 16)) << 20)
+    print(f"device copy bandwidth (read + write): {copy_gbps:.1f} GB/s")
+    record = Recorder("decode", args.out, {**vars(args), "device": str(device), "dtype": str(dtype),
+                                           "copy_gbps": copy_gbps})
+    for arch in parse_archs(args.archs):
+        record.add(*run_arch(arch, base, args, device, dtype, gate, copy_gbps))
+    rows, path = record.rows, record.path
+    print_table(rows, COLUMNS)
+    if not args.no_figures:
+        key = ("arch", "batch")
+        figures.line_figure(rows, "context", "ms_per_token", key, path / "time_per_token.png",
+                            title="Decode time per output token", xlabel="context L (tokens)", ylabel="ms per step")
+        figures.line_figure(rows, "context", "cache_bytes_measured", key, path / "cache_bytes.png",
+                            title="Decode cache (solid: measured, dashed: state_bytes)", xlabel="context L (tokens)",
+                            ylabel="bytes", dashed="cache_bytes_predicted")
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

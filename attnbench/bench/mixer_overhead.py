@@ -1,0 +1,170 @@
+"""Mixer overhead: is a mixer as fast as its op plus its projections?
+
+    python -m attnbench.bench.mixer_overhead +bench=decode_ref          (B=8, T=2048, D=2048, 16 heads of 128)
+
+For each mixer, forward + backward (median, synchronised; bench/timing.py) of
+  - the mixer alone, on x [B, T, D];
+  - the op alone, on random inputs of the shapes the mixer gives it, through the same path the
+    mixer ran (its ``impl_ran``): SDPA / flash_attn / the softmax reference for attention; for MLA
+    the un-absorbed form's attention core (SDPA over [B, T, H, Kn + R] keys and V values; the
+    latent expansion is kv_up, a projection); ops/kda's chunked kernel or reference for KDA;
+    ops/gated_delta_rule's chosen chunked path for GDN; mamba_ssm's chunk scan or the torch SSD
+    for Mamba2;
+  - the projections alone: every nn.Linear of the mixer, forward + backward on a random
+    [B·T, in_features] input.
+overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (short
+convolutions, gates, norms, reshapes, copies). Target <= 10%. Weights and inputs in --dtype
+(bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are timed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import ParityGate, Recorder, base_model_config, guarded, parser, pick_device, print_table, refused_note
+from .prefill import DTYPES
+from .timing import fwd_bwd, median_ms
+
+MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
+COLUMNS = ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op", "impl", "parity",
+           "note"]
+
+
+def leaf(*shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(*shape, device=device, dtype=torch.float32) * scale).to(dtype).requires_grad_()
+
+
+def attention_op(impl: str, q, k, v, scale):
+    """(label, callable) for the attention core the mixer ran."""
+    from attnbench.ops.attention import kernel
+    from attnbench.ops.attention.reference import attention_reference
+
+    if impl.startswith("torch"):
+        return "attention_reference", lambda: attention_reference(q, k, v, scale)
+    if impl.startswith("flash_attn"):
+        return "flash_attn_func", lambda: kernel.flash_attention(q, k, v, scale)
+    return "sdpa", lambda: kernel.sdpa_attention(q, k, v, scale)
+
+
+def attn_inputs(mixer, b, t, device, dtype):
+    h, h_kv, k = mixer.n_heads, mixer.n_kv_heads, mixer.head_dim
+    q, key, v = (leaf(b, t, n, k, device=device, dtype=dtype) for n in (h, h_kv, h_kv))  # [B, T, H(_kv), K]
+    return [q, key, v], attention_op(mixer.impl_ran, q, key, v, mixer.scale)
+
+
+def mla_inputs(mixer, b, t, device, dtype):
+    h, dk, dv = mixer.n_heads, mixer.qk_nope_head_dim + mixer.rope_dim, mixer.v_head_dim
+    q, key = leaf(b, t, h, dk, device=device, dtype=dtype), leaf(b, t, h, dk, device=device, dtype=dtype)
+    v = leaf(b, t, h, dv, device=device, dtype=dtype)  # [B, T, H, V]
+    return [q, key, v], attention_op(mixer.impl_ran, q, key, v, mixer.scale)
+
+
+def mamba2_inputs(mixer, b, t, device, dtype):
+    from attnbench.ops.ssd import kernel, reference
+
+    h, p, g, n = mixer.nheads, mixer.headdim, mixer.ngroups, mixer.d_state
+    x = leaf(b, t, h, p, device=device, dtype=dtype)  # [B, T, H, P]
+    dt = (torch.rand(b, t, h, device=device) * 0.1 + 1e-3).requires_grad_()  # [B, T, H], float32 as the mixer
+    A = (-torch.rand(h, device=device) * 15 - 1).requires_grad_()  # [H]
+    B_, C = leaf(b, t, g, n, device=device, dtype=dtype), leaf(b, t, g, n, device=device, dtype=dtype)
+    if mixer.impl_ran.startswith("mamba_ssm"):
+        fn = ("mamba_chunk_scan_combined", lambda: kernel.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.kernel_chunk_size))
+    else:
+        fn = ("ssd_chunked (torch)", lambda: reference.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.chunk_size))
+    return [x, dt, A, B_, C], fn
+
+
+def delta_inputs(mixer, b, t, device, dtype):
+    """The chunked op the KDA/GDN mixer picks (``pick_op``, as its forward does) on q, k
+    [B, T, H, K] (L2-normalised), v [B, T, HV, V], g (log-decay, float32, [B, T, HV, K] for KDA,
+    [B, T, HV] for GDN) and beta [B, T, HV] in (0, 1)."""
+    h, hv, dk, dv = mixer.H, mixer.HV, mixer.K, mixer.V
+    q = F.normalize(torch.randn(b, t, h, dk, device=device), dim=-1).to(dtype).requires_grad_()
+    k = F.normalize(torch.randn(b, t, h, dk, device=device), dim=-1).to(dtype).requires_grad_()
+    v = leaf(b, t, hv, dv, device=device, dtype=dtype)
+    from attnbench.mixers.kda import KDA
+
+    gate_shape = (b, t, hv, dk) if isinstance(mixer, KDA) else (b, t, hv)  # per channel (KDA) or per head (GDN)
+    g = (-torch.rand(*gate_shape, device=device) * 0.1).requires_grad_()  # log-decay <= 0
+    beta = torch.rand(b, t, hv, device=device).to(dtype).requires_grad_()
+    use_kernel = not mixer.impl_ran.startswith("torch")
+    fn, name, extra = mixer.pick_op(False, use_kernel, device)
+    return [q, k, v, g, beta], (f"{name} ({fn.__module__.rsplit('.', 2)[-2]}.{fn.__name__})",
+                                lambda: fn(q, k, v, g, beta, **extra))
+
+
+INPUTS = {"attn": attn_inputs, "mla": mla_inputs, "mamba2": mamba2_inputs, "kda": delta_inputs, "gdn": delta_inputs}
+
+
+def projections_step(mixer: nn.Module, rows: int, device, dtype):
+    """Forward + backward of every nn.Linear of the mixer on its own random input."""
+    items = []
+    for lin in (m for m in mixer.modules() if isinstance(m, nn.Linear)):
+        x = leaf(rows, lin.in_features, device=device, dtype=dtype)
+        items.append((lin, x, torch.randn(rows, lin.out_features, device=device, dtype=dtype)))
+
+    def step():
+        for lin, x, dy in items:
+            x.grad = None
+            for p in lin.parameters():
+                p.grad = None
+            lin(x).backward(dy)
+
+    return step, len(items)
+
+
+def measure(name: str, base, args, device, dtype, gate) -> dict:
+    from attnbench.models.block import build_layer_mixer
+
+    b, t = args.batch, args.seq_len
+    with torch.device(device):
+        mixer = build_layer_mixer(name, base).to(dtype)
+    x = leaf(b, t, base.d_model, device=device, dtype=dtype)
+    mixer_step = fwd_bwd(lambda: mixer(x)[0], [x, *mixer.parameters()])
+    mixer_step()  # sets impl_ran (and compiles / autotunes)
+    allowed, verdict = gate.verdict([(name, mixer.impl_ran)])
+    fields = {"impl": mixer.impl_ran, "parity": verdict}
+    if not allowed:
+        return {**fields, "status": "refused", "note": refused_note(verdict)}
+    leaves, (label, op) = INPUTS[name](mixer, b, t, device, dtype)
+    proj_step, n_linear = projections_step(mixer, b * t, device, dtype)
+    timing = dict(warmup=args.warmup, reps=args.reps, device=device)
+    mixer_ms = median_ms(mixer_step, **timing)
+    op_ms = median_ms(fwd_bwd(op, leaves), **timing)
+    proj_ms = median_ms(proj_step, **timing)
+    overhead = mixer_ms / (op_ms + proj_ms) - 1
+    return {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
+            "overhead": overhead, "within_target": overhead <= args.target}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = parser("mixer_overhead", __doc__)
+    ap.add_argument("--mixers", default=",".join(MIXERS), help=f"comma-separated, among {', '.join(MIXERS)}")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--target", type=float, default=0.10, help="largest acceptable overhead")
+    args = ap.parse_intermixed_args(argv)
+    names = [n.strip() for n in args.mixers.split(",") if n.strip()]
+    bad = [n for n in names if n not in MIXERS]
+    if bad or not names:
+        raise ValueError(f"--mixers must be among {', '.join(MIXERS)}; got {args.mixers!r}")
+    device, base = pick_device(args.device), base_model_config(args.overrides)
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    gate = ParityGate(args.parity, args.strict_parity)
+    record = Recorder("mixer_overhead", args.out, {**vars(args), "device": str(device), "dtype": str(dtype)})
+    for name in names:
+        row = dict(bench="mixer_overhead", mixer=name, batch=args.batch, seq_len=args.seq_len, d_model=base.d_model)
+        guarded(row, lambda: measure(name, base, args, device, dtype, gate), device)
+        print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
+        record.add([row], name, row.get("impl"))
+    print_table(record.rows, COLUMNS)
+    print(f"wrote {record.path}")
+    return record.rows
+
+
+if __name__ == "__main__":
+    main()

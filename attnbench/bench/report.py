@@ -1,0 +1,110 @@
+"""A benchmark run folder (or a folder of them) -> markdown tables.
+
+    python -m attnbench.bench.report runs/bench/decode/2026-01-01_120000 [more dirs ...]
+
+Reads results.json and env.json, prints a header (device, date, versions, git commit, peaks)
+and one table per run, and writes report.md into each run folder. A directory without
+results.json is searched recursively for run folders.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+COLUMNS = {
+    "flops": ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token", "train_flops_per_token"],
+    "throughput": ["arch", "seq_len", "batch", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
+                   "frac_of_ceiling", "peak_mem_gib", "compiled", "parity", "impls", "note"],
+    "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
+                "parity", "impls", "note"],
+    "decode": ["arch", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
+               "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
+               "parity", "impls", "note"],
+    "mixer_overhead": ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
+                       "impl", "parity", "note"],
+}
+HEADER_ENV = ("device", "date", "torch", "triton", "fla", "mamba_ssm", "cuda")
+HEADER_META = ("peak_tflops", "peak_source", "matmul_ceiling_tflops", "copy_gbps", "dtype")
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value).replace("|", "/")
+
+
+def compress_impls(text) -> str:
+    """'0:kda=fla.chunk_kda 1:kda=fla.chunk_kda 2:mla=sdpa' -> 'kda=fla.chunk_kda[0-1] mla=sdpa[2]'."""
+    if not isinstance(text, str) or not text:
+        return fmt(text)
+    runs: list[list] = []  # [impl, first, last]
+    for token in text.split():
+        match = re.match(r"^(\d+):(.*)$", token)
+        if match is None:
+            return text
+        layer, impl = int(match.group(1)), match.group(2)
+        if runs and runs[-1][0] == impl and runs[-1][2] == layer - 1:
+            runs[-1][2] = layer
+        else:
+            runs.append([impl, layer, layer])
+    return " ".join(f"{impl}[{a}]" if a == b else f"{impl}[{a}-{b}]" for impl, a, b in runs)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)\n"
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = [c for c in columns if any(c in r for r in rows)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for r in rows:
+        cells = [compress_impls(r.get(c)) if c == "impls" else fmt(r.get(c)) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_report(run: Path) -> str:
+    data = json.loads((run / "results.json").read_text())
+    env_path = run / "env.json"
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    bench, meta, rows = data.get("bench", "?"), data.get("meta", {}), data.get("rows", [])
+    commit = (env.get("git_commit") or "")[:10] + (" (dirty)" if env.get("git_dirty") else "")
+    facts = [f"{k} {env[k]}" for k in HEADER_ENV if env.get(k)] + [f"git {commit}"]
+    facts += [f"{k} {fmt(meta[k])}" for k in HEADER_META if meta.get(k) is not None]
+    if meta.get("parity"):
+        facts.append(f"parity gate {meta['parity']}")
+    text = f"## {bench}: {run}\n\n" + " · ".join(facts) + "\n\n" + markdown_table(rows, COLUMNS.get(bench))
+    (run / "report.md").write_text(text)
+    return text
+
+
+def find_runs(path: Path) -> list[Path]:
+    if (path / "results.json").exists():
+        return [path]
+    return sorted(p.parent for p in path.rglob("results.json"))
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(prog="python -m attnbench.bench.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dirs", nargs="+", help="run folders, or folders holding run folders")
+    args = ap.parse_args(argv)
+    runs = [run for d in args.dirs for run in find_runs(Path(d))]
+    if not runs:
+        raise SystemExit(f"no results.json under {', '.join(args.dirs)}")
+    text = "\n".join(run_report(run) for run in runs)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

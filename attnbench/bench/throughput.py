@@ -1,0 +1,128 @@
+"""Training throughput: tokens/s, step time, peak memory and MFU of forward + backward + AdamW.
+
+    python -m attnbench.bench.throughput --archs attn,mla,gdn,mamba2,kda,kda_mla_3to1,gpt,fla_kda \\
+        --seq-lens 512 2048 8192 --tokens-per-step 16384 +bench=train_ref
+
+Per architecture and sequence length T, batch = tokens_per_step // T (fixed tokens per step).
+Random tokens, next-token cross-entropy, AdamW (fused on CUDA); bf16 autocast on CUDA with fp32
+weights (as attnbench.train), fp32 on CPU; ``--compile`` wraps the model in torch.compile.
+``--warmup`` untimed steps, then the median of ``--steps`` timed steps (CUDA events, synchronised:
+bench/timing.py). MFU uses bench/flops.py's count and the device's datasheet peak; the fraction of
+the measured matmul ceiling is printed beside it. Peers in the same run: ``gpt`` (a minimal SDPA
+GPT, bench/gpt.py) and ``fla_kda`` (fla's KDAForCausalLM; skipped with the reason when fla or
+CUDA is missing). Reference size: ``+bench=train_ref`` (D=1024, 12 layers, 8 heads of 128,
+vocab 32000) with --seq-lens 2048 --tokens-per-step 16384 (batch 8).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import figures
+from .common import (ParityGate, add_archs, base_model_config, failed, free_memory, guarded, impls_text,
+                     parse_archs, parser, pick_device, print_table, Recorder, refused_note)
+from .flops import mfu, peaks
+from .peers import PEERS, build_trainee, fla_available
+from .timing import median_ms
+
+COLUMNS = ["arch", "seq_len", "batch", "status", "step_ms", "tokens_per_s", "tflops", "mfu", "frac_of_ceiling",
+           "peak_mem_gib", "parity", "impls", "note"]
+
+
+def train_step(trainee, module, idx, optimizer, amp_dtype):
+    """One optimizer step on a fixed batch: zero grads, forward (autocast), backward, AdamW."""
+    device_type = idx.device.type
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = trainee.loss(module, idx)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, hardware: dict) -> dict:
+    """The measured fields of one row (raises on OOM; guarded() turns that into a row)."""
+    module = torch.compile(trainee.model) if args.compile else trainee.model
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(trainee.model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    idx = torch.randint(0, trainee.vocab_size, (batch, seq_len), device=device)
+    step = train_step(trainee, module, idx, optimizer, amp_dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step()  # first step: compiles/autotunes, and sets impl_ran for the gate
+    impls = trainee.impls()
+    allowed, verdict = gate.verdict(impls)
+    fields = {"impls": impls_text(impls), "parity": verdict}
+    if not allowed:
+        return {**fields, "status": "refused", "note": refused_note(verdict)}
+    ms = median_ms(step, warmup=max(args.warmup - 1, 0), reps=args.steps, device=device)
+    tokens_per_s = batch * seq_len / (ms * 1e-3)
+    train_flops = 3 * trainee.flops_per_token(seq_len)
+    tflops = tokens_per_s * train_flops / 1e12
+    ceiling = hardware["matmul_ceiling_tflops"]
+    peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    del optimizer
+    return {**fields, "step_ms": ms, "tokens_per_s": tokens_per_s, "train_flops_per_token": train_flops,
+            "tflops": tflops, "mfu": mfu(tokens_per_s, train_flops, hardware["peak_tflops"]),
+            "frac_of_ceiling": tflops / ceiling if ceiling else None, "peak_mem_gib": peak_mem}
+
+
+def run_arch(arch: str, base, args, device, gate, hardware) -> tuple[list[dict], str, str]:
+    rows, impls = [], ""
+    if arch == "fla_kda":
+        usable, why_not = fla_available(device)
+        if not usable:
+            print(f"fla_kda skipped: {why_not}")
+            return [dict(bench="throughput", arch=arch, seq_len=t, status="skipped", note=why_not)
+                    for t in args.seq_lens], arch, ""
+    try:
+        trainee = build_trainee(arch, base, device, max(args.seq_lens))
+    except Exception as exc:  # noqa: BLE001  a model that cannot be built is a row, not the end
+        row = failed(dict(bench="throughput", arch=arch), exc)
+        free_memory(device)
+        return [{**row, "seq_len": t} for t in args.seq_lens], arch, ""
+    for seq_len in args.seq_lens:
+        batch = max(1, args.tokens_per_step // seq_len)
+        row = dict(bench="throughput", arch=arch, seq_len=seq_len, batch=batch, params=trainee.params,
+                   compiled=args.compile)
+        guarded(row, lambda: measure(trainee, seq_len, batch, args, device, gate, hardware), device)
+        impls = row.get("impls") or impls
+        print(f"{arch} T={seq_len} B={batch}: {row['status']} {row.get('tokens_per_s') or ''} | impls {row.get('impls')}")
+        rows.append(row)
+    del trainee
+    free_memory(device)
+    return rows, arch, impls
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = parser("throughput", __doc__)
+    add_archs(ap, "attn,mla,gdn,mamba2,kda,kda_mla_3to1,gpt,fla_kda")
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048, 8192])
+    ap.add_argument("--tokens-per-step", type=int, default=16384)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet peak")
+    ap.add_argument("--ceiling-n", type=int, default=None, help="matmul size for the measured ceiling")
+    args = ap.parse_intermixed_args(argv)
+    device, base = pick_device(args.device), base_model_config(args.overrides)
+    gate = ParityGate(args.parity, args.strict_parity)
+    hardware = peaks(device, args.peak_tflops, args.ceiling_n)
+    record = Recorder("throughput", args.out, {**vars(args), **hardware, "device": str(device),
+                                               "dtype": "bf16 autocast" if device.type == "cuda" else "fp32"})
+    for arch in parse_archs(args.archs, extra=PEERS):
+        record.add(*run_arch(arch, base, args, device, gate, hardware))
+    rows, path = record.rows, record.path
+    print_table(rows, COLUMNS)
+    if not args.no_figures:
+        figures.line_figure(rows, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
+                            title=f"Training throughput, {args.tokens_per_step} tokens/step",
+                            xlabel="sequence length", ylabel="tokens / s")
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
