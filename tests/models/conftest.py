@@ -14,7 +14,6 @@ TINY_MIXERS = {
 STANDIN_KWARGS = {"n_heads": 2, "head_dim": 8}
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny shapes on a shared 2-core machine: one intra-op thread avoids spin-waiting on a
