@@ -1,8 +1,5 @@
 """Tiny constructor kwargs for the five real mixers (model.mixers), so model tests stay fast.
 Chunk sizes of 8 make the 13-token decode tests cross chunk boundaries."""
-import pytest
-import torch
-
 TINY_MIXERS = {
     "attn": {"n_heads": 2, "head_dim": 8},
     "mla": {"n_heads": 2, "kv_lora_rank": 8, "qk_nope_head_dim": 8, "v_head_dim": 8},
@@ -12,13 +9,3 @@ TINY_MIXERS = {
 }
 # kwargs of the stand-in mixers in standins.py (used where a test needs a mixer the registry lacks)
 STANDIN_KWARGS = {"n_heads": 2, "head_dim": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes on a shared 2-core machine: one intra-op thread avoids spin-waiting on a
-    descheduled sibling (measured 22 s -> 3.5 s for one decode test under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
