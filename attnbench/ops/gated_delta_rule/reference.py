@@ -73,7 +73,7 @@ def gdn_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
         k_out=k * decay(gamma_end - gamma),
         v=v,
         beta=beta,
-        A_kk=(k @ k.transpose(-1, -2) * pair_decay).tril(-1),
+        A_kk=k @ k.transpose(-1, -2) * pair_decay,  # the UT solve reads only its strict lower part
         A_qk=(q * scale) @ k.transpose(-1, -2) * pair_decay,
         state_decay=decay(gamma_end),  # [B, HV, N, 1, 1]
         S0=S0,

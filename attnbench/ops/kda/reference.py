@@ -81,7 +81,7 @@ def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
 
 
 def intra_chunk_scores(q, k, gamma):
-    """A_qk[i, j] = Σ_d q_id k_jd e^{Γ_id - Γ_jd} (j <= i) and A_kk (j < i), [..., C, C] each.
+    """A_qk[i, j] = Σ_d q_id k_jd e^{Γ_id - Γ_jd} (j <= i) and A_kk (j <= i; its diagonal is not used).
 
     q, k: [..., C, K]; gamma: [..., C, K] (float64 is best), with C a power of two and Γ
     non-increasing along C (g <= 0).
@@ -109,4 +109,4 @@ def intra_chunk_scores(q, k, gamma):
         D = torch.cat([torch.cat([D_first, torch.zeros_like(O)], -1), torch.cat([O, D_second], -1)], -2)
         h *= 2
     A = D.squeeze(-4)  # [..., 2, C, C]
-    return A[..., 0, :, :], A[..., 1, :, :].tril(-1)
+    return A[..., 0, :, :], A[..., 1, :, :]  # [..., C, C] each, zero above the diagonal

@@ -74,13 +74,16 @@ def from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
 def solve_wy(A_kk: torch.Tensor, beta: torch.Tensor, k_in: torch.Tensor, v: torch.Tensor):
     """UT transform: solve (I + StrictTril(Diag(β) A_kk)) [U | W] = Diag(β) [V | k_in] per chunk.
 
-    A_kk [..., C, C] strictly lower, beta [..., C], k_in = e^Γ ⊙ K [..., C, K], v [..., C, V].
+    A_kk [..., C, C] (only its strictly lower part is read), beta [..., C], k_in = e^Γ ⊙ K [..., C, K], v [..., C, V].
     One batched triangular solve over all chunks replaces the row-by-row forward substitution.
     """
-    L = A_kk * beta[..., None]  # the solver reads the strict lower part; unit diagonal implied
-    rhs = torch.cat([v, k_in], dim=-1) * beta[..., None]  # [..., C, V+K]
-    x = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
-    return x.split([v.shape[-1], k_in.shape[-1]], dim=-1)  # U [..., C, V], W [..., C, K]
+    # Solved transposed, Xᵀ Lᵀ = Rᵀ (left=False) on contiguous transposes: the same arithmetic, but
+    # torch's CPU path then skips per-matrix layout copies (about 2x faster forward + backward).
+    L_t = (A_kk * beta[..., None]).transpose(-1, -2).contiguous()  # strictly upper; unit diagonal implied
+    rhs_t = torch.cat([v, k_in], dim=-1).transpose(-1, -2) * beta[..., None, :]  # [..., V+K, C]
+    x_t = torch.linalg.solve_triangular(L_t, rhs_t.contiguous(), upper=True, left=False, unitriangular=True)
+    U_t, W_t = x_t.split([v.shape[-1], k_in.shape[-1]], dim=-2)
+    return U_t.transpose(-1, -2), W_t.transpose(-1, -2)  # U [..., C, V], W [..., C, K]
 
 
 def scan_chunks(U, W, k_out, state_decay, S):
