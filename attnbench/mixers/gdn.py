@@ -31,8 +31,6 @@ KERNEL_PATHS = {"auto": None, "native": gdn_kernel.NATIVE, "via_kda": gdn_kernel
 
 
 class GatedDeltaNet(DeltaRuleMixer):
-    op_name = "GDN"
-
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  expand_v: float = 1, conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "swish",
                  chunk_size: int = 64, norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0),

@@ -46,45 +46,49 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+def _head_dims(d_model, n_heads, head_dim, n_v_heads, expand_v) -> tuple[int, int, int, int]:
+    """(H, HV, K, V) from the constructor's arguments, or a ValueError naming the bad one."""
+    _positive_int("n_heads", n_heads)
+    if head_dim is None:  # split d_model over the heads
+        if d_model % n_heads:
+            raise ValueError(f"head_dim=None needs n_heads={n_heads} to divide d_model={d_model}")
+        head_dim = d_model // n_heads
+    _positive_int("head_dim", head_dim)
+    if isinstance(expand_v, bool) or not isinstance(expand_v, (int, float)) or expand_v <= 0 \
+            or (head_dim * expand_v) % 1:
+        raise ValueError(f"expand_v must make head_dim * expand_v a positive int; got {expand_v!r}")
+    n_v_heads = n_heads if n_v_heads is None else _positive_int("n_v_heads", n_v_heads)
+    if n_v_heads % n_heads:
+        raise ValueError(f"n_v_heads={n_v_heads} must be a multiple of n_heads={n_heads}")
+    return n_heads, n_v_heads, head_dim, int(head_dim * expand_v)
+
+
 class DeltaRuleMixer(Mixer):
     """Projections, short convs, q/k L2 norm, β, gated output norm, state and op routing."""
-
-    op_name = "delta rule"
 
     def __init__(self, d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
                  output_gate, chunk_size, norm_eps, impl):
         super().__init__(d_model, check_impl(impl))
-        _positive_int("n_heads", n_heads)
-        if head_dim is None:  # one head_dim per head out of d_model
-            if d_model % n_heads:
-                raise ValueError(f"head_dim=None needs n_heads={n_heads} to divide d_model={d_model}")
-            head_dim = d_model // n_heads
-        _positive_int("head_dim", head_dim)
-        if isinstance(expand_v, bool) or not isinstance(expand_v, (int, float)) or expand_v <= 0 \
-                or (head_dim * expand_v) % 1:
-            raise ValueError(f"expand_v must make head_dim * expand_v a positive int; got {expand_v!r}, head_dim={head_dim}")
-        head_v_dim = int(head_dim * expand_v)
-        n_v_heads = n_heads if n_v_heads is None else _positive_int("n_v_heads", n_v_heads)
-        if n_v_heads % n_heads:
-            raise ValueError(f"n_v_heads={n_v_heads} must be a multiple of n_heads={n_heads}")
+        self.H, self.HV, self.K, self.V = _head_dims(d_model, n_heads, head_dim, n_v_heads, expand_v)
         _positive_int("conv_size", conv_size)
         if output_gate not in OUTPUT_GATES:
             raise ValueError(f"output_gate must be one of {', '.join(OUTPUT_GATES)}; got {output_gate!r}")
         if _positive_int("chunk_size", chunk_size) & (chunk_size - 1):
             raise ValueError(f"chunk_size must be a power of two (the kernels take 32 or 64); got {chunk_size}")
-        self.H, self.HV, self.K, self.V = n_heads, n_v_heads, head_dim, head_v_dim
-        self.conv_size, self.use_short_conv, self.output_gate, self.chunk_size = conv_size, use_short_conv, output_gate, chunk_size
+        self.conv_size, self.use_short_conv = conv_size, use_short_conv
+        self.output_gate, self.chunk_size = output_gate, chunk_size
+        H, HV, K, V = self.H, self.HV, self.K, self.V
 
-        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, n_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, n_v_heads * head_v_dim, bias=False)
+        self.q_proj = nn.Linear(d_model, H * K, bias=False)
+        self.k_proj = nn.Linear(d_model, H * K, bias=False)
+        self.v_proj = nn.Linear(d_model, HV * V, bias=False)
         if use_short_conv:
-            self.q_conv = ShortConv(n_heads * head_dim, conv_size, activation="silu")
-            self.k_conv = ShortConv(n_heads * head_dim, conv_size, activation="silu")
-            self.v_conv = ShortConv(n_v_heads * head_v_dim, conv_size, activation="silu")
-        self.b_proj = nn.Linear(d_model, n_v_heads, bias=False)
-        self.o_norm = GatedRMSNorm(head_v_dim, activation=OUTPUT_GATES[output_gate], eps=norm_eps)
-        self.o_proj = nn.Linear(n_v_heads * head_v_dim, d_model, bias=False)
+            self.q_conv = ShortConv(H * K, conv_size, activation="silu")
+            self.k_conv = ShortConv(H * K, conv_size, activation="silu")
+            self.v_conv = ShortConv(HV * V, conv_size, activation="silu")
+        self.b_proj = nn.Linear(d_model, HV, bias=False)
+        self.o_norm = GatedRMSNorm(V, activation=OUTPUT_GATES[output_gate], eps=norm_eps)
+        self.o_proj = nn.Linear(HV * V, d_model, bias=False)
 
     # ---- what a subclass supplies -------------------------------------------------------------
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +179,6 @@ class DeltaRuleMixer(Mixer):
 
 
 class KDA(DeltaRuleMixer):
-    op_name = "KDA"
-
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "sigmoid", chunk_size: int = 64,
                  norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,

@@ -137,9 +137,17 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
 
     calls = []
     monkeypatch.setattr(KDA, "kernel_ready", lambda self, x: (True, ""))
-    monkeypatch.setattr(kernel, "kda_chunked", lambda *a, chunk_size, **kw: calls.append(("chunk", chunk_size))
-                        or reference.kda_chunked(*a, chunk_size=chunk_size, **kw))
-    monkeypatch.setattr(kernel, "kda_recurrent", lambda *a, **kw: calls.append("step") or reference.kda_recurrent(*a, **kw))
+
+    def chunked(*args, chunk_size, **kw):
+        calls.append(("chunk", chunk_size))
+        return reference.kda_chunked(*args, chunk_size=chunk_size, **kw)
+
+    def recurrent(*args, **kw):
+        calls.append("step")
+        return reference.kda_recurrent(*args, **kw)
+
+    monkeypatch.setattr(kernel, "kda_chunked", chunked)
+    monkeypatch.setattr(kernel, "kda_recurrent", recurrent)
     m = small(impl="kernel")
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     full, _ = m(x)

@@ -74,7 +74,8 @@ def from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
 def solve_wy(A_kk: torch.Tensor, beta: torch.Tensor, k_in: torch.Tensor, v: torch.Tensor):
     """UT transform: solve (I + StrictTril(Diag(β) A_kk)) [U | W] = Diag(β) [V | k_in] per chunk.
 
-    A_kk [..., C, C] (only its strictly lower part is read), beta [..., C], k_in = e^Γ ⊙ K [..., C, K], v [..., C, V].
+    A_kk [..., C, C] (only its strictly lower part is read), beta [..., C], k_in = e^Γ ⊙ K [..., C, K],
+    v [..., C, V].
     One batched triangular solve over all chunks replaces the row-by-row forward substitution.
     """
     # Solved transposed, Xᵀ Lᵀ = Rᵀ (left=False) on contiguous transposes: the same arithmetic, but
