@@ -92,6 +92,8 @@ def graph_replay(step, device):
 
 def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps) -> dict:
     cache_bytes = measured_state_bytes(model, batch, length, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # hand the measured cache back before the timed one is allocated
     states = fill_state(model.init_state(batch, length + 1, device=device, dtype=dtype), length)
     token = torch.randint(0, model.cfg.vocab_size, (batch, 1), device=device)
 

@@ -2,7 +2,8 @@
 
     python -m attnbench.bench.prefill --archs attn,mla,kda_mla_3to1 +bench=decode_ref --start-len 4096
 
-L doubles from --start-len up to --max-len (or --lens gives the list). A point that runs out of
+L doubles from --start-len up to --max-len (default 4M; or --lens gives the list), so a sweep ends
+at its first out-of-memory point or its time cap. A point that runs out of
 memory is an "oom" row and every longer prompt of that architecture is "oom" without trying;
 a point whose first call took over --time-cap-s makes the longer ones "skipped". On CPU,
 --max-bytes skips points whose predicted footprint (weights + state + a rough activation floor
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = parser("prefill", __doc__)
     add_archs(ap, "attn,mla,kda_mla_3to1")
     ap.add_argument("--start-len", type=int, default=4096)
-    ap.add_argument("--max-len", type=int, default=1 << 20)
+    ap.add_argument("--max-len", type=int, default=1 << 22)
     ap.add_argument("--lens", type=int, nargs="*", default=None, help="explicit prompt lengths (overrides doubling)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights/state (default bf16 on CUDA, fp32 on CPU)")

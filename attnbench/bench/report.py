@@ -16,7 +16,7 @@ from pathlib import Path
 
 COLUMNS = {
     "flops": ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token", "train_flops_per_token"],
-    "throughput": ["arch", "seq_len", "batch", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
+    "throughput": ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
                    "frac_of_ceiling", "peak_mem_gib", "compiled", "parity", "impls", "note"],
     "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
                 "parity", "impls", "note"],

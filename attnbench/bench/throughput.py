@@ -24,7 +24,7 @@ from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
 from .timing import median_ms
 
-COLUMNS = ["arch", "seq_len", "batch", "status", "step_ms", "tokens_per_s", "tflops", "mfu", "frac_of_ceiling",
+COLUMNS = ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu", "frac_of_ceiling",
            "peak_mem_gib", "parity", "impls", "note"]
 
 
@@ -49,6 +49,9 @@ def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, h
     optimizer = torch.optim.AdamW(trainee.model.parameters(), lr=1e-4, fused=device.type == "cuda")
     idx = torch.randint(0, trainee.vocab_size, (batch, seq_len), device=device)
     step = train_step(trainee, module, idx, optimizer, amp_dtype)
+    if args.compile:  # one eager forward sets impl_ran for the gate, whatever compiled code records
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            trainee.loss(trainee.model, idx[:1])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step()  # first step: compiles/autotunes, and sets impl_ran for the gate

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# All benchmarks on one GPU in one device session, about 8 minutes on an H100/H200, parity-gated.
+#
+#   bash scripts/gpu_bench.sh "$OUT"            (from the repo root; OUT defaults to ./gpu_bench_out)
+#
+# Needs fla, Hydra (and mamba_ssm) importable: if they are not, the wheels in .whl/ (made by
+# ../shared/gpu/fetch-wheels.sh, plus mamba_ssm) are installed into /tmp/site first.
+# Stages, in order of importance, each under its own time limit (a stage cut short keeps the rows
+# it measured: run folders are rewritten after every architecture):
+#   1. parity          kernel_status.json: every kernel path vs its reference, bf16
+#   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000, T=2048, batch 8), eager,
+#                      all six architectures + the SDPA GPT and fla's KDAForCausalLM
+#   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1; L = 4k..1M at batch 1,
+#                      4k..128k at batch 16 (batch x L <= 2M tokens)
+#   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults)
+#   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
+#   6. throughput      torch.compile'd: gpt and attn at the reference size
+# Everything but parity reads --parity kernel_status.json and refuses paths that failed.
+# BUDGET_S (default 540) bounds the whole run; SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
+# $OUT receives (<= 8 files): report.md (all tables), gpu_bench.log, bench_runs.tar.gz (every run
+# folder with CSV/JSON/env/figures, and the parity folder) and four figures.
+set -uo pipefail
+OUT=${1:-${OUT:-gpu_bench_out}}
+WORK=${WORK:-/tmp/attnbench_gpu_bench}
+mkdir -p "$OUT" "$WORK"
+LOG="$OUT/gpu_bench.log"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+
+if ! python3 -c "import fla, hydra" 2>/dev/null; then
+  echo "installing .whl/*.whl into /tmp/site" | tee -a "$LOG"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+DEADLINE=$((SECONDS + ${BUDGET_S:-540}))  # the device tool stops a command at 600 s: leave time to pack
+stage() {  # stage NAME SECONDS command...: run under min(SECONDS, time left before the deadline)
+  local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - SECONDS))
+  (( left < limit )) && limit=$left
+  if (( limit < 15 )); then echo "=== $name skipped: out of time" | tee -a "$LOG"; return; fi
+  echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  echo "=== $name exit ${PIPESTATUS[0]} after $((SECONDS - t0))s" | tee -a "$LOG"
+}
+
+if [ "${SMOKE:-0}" = 1 ]; then  # a CPU dry run of this script at tiny sizes (the parity stage fails: no CUDA)
+  TRAIN=(+bench=tiny --device cpu --seq-lens 32 --tokens-per-step 64)
+  DECODE=(+bench=tiny --device cpu --contexts 64 256 4096 --max-bytes 2000000)
+  OVERHEAD=(+bench=tiny --device cpu --batch 2 --seq-len 64)
+  PREFILL=(+bench=tiny --device cpu --start-len 64 --max-len 256)
+else
+  TRAIN=(+bench=train_ref --seq-lens 2048 --tokens-per-step 16384)
+  DECODE=(+bench=decode_ref --contexts 4096 16384 65536 131072 524288 1048576)
+  OVERHEAD=(+bench=decode_ref --batch 8 --seq-len 2048)
+  PREFILL=(+bench=decode_ref --start-len 4096 --max-len 524288)
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$LOG"
+
+stage parity 180 python3 -m attnbench.bench.parity --out "$WORK/parity"
+STATUS="$WORK/parity/kernel_status.json"
+if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
+  GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
+
+stage throughput 150 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
+  --archs attn,mla,gdn,mamba2,kda,kda_mla_3to1,gpt,fla_kda --warmup 3 --steps 8 "${TRAIN[@]}"
+stage decode 120 python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
+  --archs mla,attn,kda_mla_3to1 --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
+  --time-cap-s 5 "${DECODE[@]}"
+stage mixer_overhead 60 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
+  --warmup 3 --reps 10 "${OVERHEAD[@]}"
+stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
+  --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
+stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
+  --archs gpt,attn --compile --warmup 3 --steps 8 "${TRAIN[@]}"
+
+python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
+[ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"
+tar -czf "$OUT/bench_runs.tar.gz" -C "$(dirname "$WORK")" "$(basename "$WORK")"
+for pair in decode/time_per_token decode/cache_bytes throughput/tokens_per_s prefill/prefill_time; do
+  [ -f "$WORK/$pair.png" ] && cp "$WORK/$pair.png" "$OUT/${pair//\//_}.png"
+done
+cat "$OUT/report.md"
