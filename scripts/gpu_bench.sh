@@ -8,8 +8,9 @@
 # Stages, in order of importance, each under its own time limit (a stage cut short keeps the rows
 # it measured: run folders are rewritten after every architecture):
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
-#   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000, T=2048, batch 8), eager,
-#                      all six architectures + the SDPA GPT and fla's KDAForCausalLM
+#   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
+#                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
+#                      KDAForCausalLM and all six architectures
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1; L = 4k..1M at batch 1,
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults)
@@ -46,12 +47,12 @@ stage() {  # stage NAME SECONDS command...: run under min(SECONDS, time left bef
 }
 
 if [ "${SMOKE:-0}" = 1 ]; then  # a CPU dry run of this script at tiny sizes (the parity stage fails: no CUDA)
-  TRAIN=(+bench=tiny --device cpu --seq-lens 32 --tokens-per-step 64)
+  TRAIN=(+bench=tiny --device cpu --tokens-per-step 64); SEQS=(--seq-lens 16 32 64); SEQ_REF=(--seq-lens 32)
   DECODE=(+bench=tiny --device cpu --contexts 64 256 4096 --max-bytes 2000000)
   OVERHEAD=(+bench=tiny --device cpu --batch 2 --seq-len 64)
   PREFILL=(+bench=tiny --device cpu --start-len 64 --max-len 256)
 else
-  TRAIN=(+bench=train_ref --seq-lens 2048 --tokens-per-step 16384)
+  TRAIN=(+bench=train_ref --tokens-per-step 16384); SEQS=(--seq-lens 512 2048 8192); SEQ_REF=(--seq-lens 2048)
   DECODE=(+bench=decode_ref --contexts 4096 16384 65536 131072 524288 1048576)
   OVERHEAD=(+bench=decode_ref --batch 8 --seq-len 2048)
   PREFILL=(+bench=decode_ref --start-len 4096 --max-len 524288)
@@ -65,8 +66,8 @@ STATUS="$WORK/parity/kernel_status.json"
 if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
 
-stage throughput 150 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
-  --archs attn,mla,gdn,mamba2,kda,kda_mla_3to1,gpt,fla_kda --warmup 3 --steps 8 "${TRAIN[@]}"
+stage throughput 180 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
+  --archs gpt,attn,kda_mla_3to1,fla_kda,kda,mla,gdn,mamba2 --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
 stage decode 120 python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs mla,attn,kda_mla_3to1 --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
@@ -75,7 +76,7 @@ stage mixer_overhead 60 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" -
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs gpt,attn --compile --warmup 3 --steps 8 "${TRAIN[@]}"
+  --archs gpt,attn --compile --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"

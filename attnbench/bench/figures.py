@@ -21,6 +21,11 @@ def _series(rows: list[dict], key: tuple[str, ...], x: str, y: str) -> dict[str,
     return series
 
 
+def _sorted(points: tuple[list, list]) -> tuple[list, list]:
+    pairs = sorted(zip(*points))
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
 def line_figure(rows: list[dict], x: str, y: str, key: tuple[str, ...], path: Path, *, title: str,
                 xlabel: str, ylabel: str, loglog: bool = True, dashed: str | None = None) -> Path | None:
     """Plot y against x per series (``key`` columns); ``dashed`` draws a second column in dashes
@@ -30,10 +35,10 @@ def line_figure(rows: list[dict], x: str, y: str, key: tuple[str, ...], path: Pa
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     predicted = _series(rows, key, x, dashed) if dashed else {}
-    for label, (xs, ys) in series.items():
-        line, = ax.plot(xs, ys, marker="o", label=label)
+    for label, points in series.items():
+        line, = ax.plot(*_sorted(points), marker="o", label=label)
         if label in predicted:
-            ax.plot(*predicted[label], linestyle="--", color=line.get_color(), alpha=0.7)
+            ax.plot(*_sorted(predicted[label]), linestyle="--", color=line.get_color(), alpha=0.7)
     if loglog:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
