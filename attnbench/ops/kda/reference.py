@@ -83,8 +83,8 @@ def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
 def intra_chunk_scores(q, k, gamma):
     """A_qk[i, j] = Σ_d q_id k_jd e^{Γ_id - Γ_jd} (j <= i) and A_kk (j <= i; its diagonal is not used).
 
-    q, k: [..., C, K]; gamma: [..., C, K] (float64 is best), with C a power of two and Γ
-    non-increasing along C (g <= 0).
+    q, k: [..., C, K]; gamma: [..., C, K] (best in float64, see kda_chunked), C a power of two,
+    Γ non-increasing along C (g <= 0).
     Factoring e^{Γ_i - Γ_j} = e^{Γ_i} e^{-Γ_j} into one matmul would overflow: e^{-Γ_j} is huge
     for realistic gates. Instead the triangle is built bottom-up from blocks (secondary chunking,
     KL App. C, taken to every level): a span of 2h tokens is [[D_first, 0], [O, D_second]], where
@@ -95,16 +95,21 @@ def intra_chunk_scores(q, k, gamma):
     """
     C = q.shape[-2]
     qk = torch.stack([q, k], dim=-3)  # [..., 2, C, K]: q rows for A_qk, k rows for A_kk
-    D = (qk * k[..., None, :, :]).sum(-1).transpose(-1, -2)[..., None, None]  # one-token spans [..., C, 2, 1, 1]
+    D = (qk * k[..., None, :, :]).sum(-1).transpose(-1, -2)[..., None, None]  # 1-token spans [..., C, 2, 1, 1]
     h = 1
     while h < C:
-        n = C // (2 * h)  # spans of 2h tokens
-        gamma_first, gamma_second = gamma.unflatten(-2, (n, 2, h)).unbind(-3)  # [..., n, h, K]
-        ref = gamma_first[..., -1:, :]  # Γ_r [..., n, 1, K]
-        rows = qk.unflatten(-2, (n, 2, h)).unbind(-3)[1].movedim(-4, -3)  # [..., n, 2, h, K]
-        rows = (rows * (gamma_second - ref).to(q.dtype).exp()[..., None, :, :]).flatten(-3, -2)  # [..., n, 2h, K]
-        cols = k.unflatten(-2, (n, 2, h)).unbind(-3)[0] * (ref - gamma_first).to(q.dtype).exp()  # [..., n, h, K]
-        O = (rows @ cols.transpose(-1, -2)).unflatten(-2, (2, h))  # [..., n, 2, h, h]
+        n = C // (2 * h)  # spans of 2h tokens, each in a first and a second half of h
+
+        def halves(x):  # [..., C, K] -> first, second: [..., n, h, K]
+            return x.unflatten(-2, (n, 2, h)).unbind(-3)
+
+        gamma_first, gamma_second = halves(gamma)
+        ref = gamma_first[..., -1:, :]  # Γ_r, the last token of each first half [..., n, 1, K]
+        row_decay = (gamma_second - ref).to(q.dtype).exp()  # e^{Γ_i - Γ_r} <= 1
+        col_decay = (ref - gamma_first).to(q.dtype).exp()  # e^{Γ_r - Γ_j} <= 1
+        rows = halves(qk)[1].movedim(-4, -3) * row_decay[..., None, :, :]  # [..., n, 2, h, K]
+        cols = halves(k)[0] * col_decay  # [..., n, h, K]
+        O = (rows.flatten(-3, -2) @ cols.transpose(-1, -2)).unflatten(-2, (2, h))  # [..., n, 2, h, h]
         D_first, D_second = D.unflatten(-4, (n, 2)).unbind(-4)  # [..., n, 2, h, h] each
         D = torch.cat([torch.cat([D_first, torch.zeros_like(O)], -1), torch.cat([O, D_second], -1)], -2)
         h *= 2
