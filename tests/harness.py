@@ -8,11 +8,12 @@ import yaml
 
 
 def tiny_overrides(out_dir: Path | str | None, cache_dir: Path | str, steps: int = 30, pattern: str = "A") -> list[str]:
-    """A 2-layer, d_model 32 model on 100 kB of Shakespeare, byte tokens, fp32 CPU: ~1 s per 30 steps."""
+    """A 2-layer, d_model 32 model on 100 kB of Shakespeare, byte tokens, fp32 CPU, 32-token windows."""
     overrides = [
         "model=pattern", f"model.pattern={pattern}", "model.n_layers=2", "model.d_model=32",
         "model.mixers.attn.n_heads=2", "model.mixers.mla.n_heads=2", "model.mixers.mla.kv_lora_rank=16",
         "model.mixers.mla.qk_nope_head_dim=16", "model.mixers.mla.v_head_dim=16",
+        "model.mixers.kda.n_heads=2", "model.mixers.kda.head_dim=16", "model.mixers.kda.chunk_size=16",
         "data=shakespeare", "data.max_bytes=100000", f"data.cache_dir={cache_dir}",
         f"trainer.steps={steps}", "trainer.batch_size=4", "trainer.seq_len=32", "trainer.eval_every=10",
         "trainer.eval_batches=2", "trainer.log_every=1", "trainer.checkpoint_every=10", "trainer.progress=false",

@@ -118,6 +118,13 @@ def test_presets_compose_and_size_a_model(group, option):
     assert build(cfg, meta=True).num_params() > 0
 
 
+@pytest.mark.parametrize("group,option", [o for o in OPTIONS if o[0] == "bench"])
+def test_bench_sizes_compose_and_size_a_model(group, option):
+    """configs/bench/ (attnbench.bench's sizes, added with +bench=...) compose into train configs."""
+    cfg = compose([f"+bench={option}"])
+    assert build(cfg, meta=True).num_params() > 0
+
+
 def test_auto_precision_is_fp32_on_cpu():
     cfg = compose(["trainer.device=cpu"])
     assert pick_device(cfg.trainer) == (torch.device("cpu"), None)

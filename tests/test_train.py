@@ -48,9 +48,9 @@ def test_30_steps_loss_falls_and_run_folder_complete(tmp_path, cache):
 
 def test_kill_and_resume_replays_the_same_curve(tmp_path, cache):
     """Interrupt after step 14 (checkpoint at 10), resume: every logged loss equals the
-    uninterrupted run's, in float32 on CPU."""
+    uninterrupted run's, in float32 on CPU. A KDA + MLA hybrid, so recurrent mixers are covered."""
     whole = tmp_path / "whole"
-    train(compose(tiny_overrides(whole, cache, steps=25)))
+    train(compose(tiny_overrides(whole, cache, steps=25, pattern="KM")))
 
     def kill_at_14(step, record):
         if step == 14:
@@ -58,10 +58,10 @@ def test_kill_and_resume_replays_the_same_curve(tmp_path, cache):
 
     broken = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
-        train(compose(tiny_overrides(broken, cache, steps=25)), on_step=kill_at_14)
+        train(compose(tiny_overrides(broken, cache, steps=25, pattern="KM")), on_step=kill_at_14)
     assert json.loads((broken / "summary.json").read_text())["status"] == "interrupted"
     assert max(step for step, _ in losses(broken)) == 14
-    summary = train(compose(tiny_overrides(broken, cache, steps=25)))
+    summary = train(compose(tiny_overrides(broken, cache, steps=25, pattern="KM")))
     assert summary["status"] == "finished"
     resumed, reference = losses(broken), losses(whole)
     assert [s for s, _ in resumed] == list(range(1, 26))  # steps 11..14 were dropped and replayed once
