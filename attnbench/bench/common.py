@@ -183,11 +183,11 @@ def refused_note(verdict: str) -> str:
 
 # ---- memory -----------------------------------------------------------------------------------
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    """CUDA's OutOfMemoryError, a CPU allocation failure, or a library's 'out of memory' error."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in text.lower() or "can't allocate memory" in text or isinstance(exc, MemoryError))
+    return isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
 
 
 def free_memory(device: torch.device) -> None:
@@ -203,9 +203,11 @@ def param_bytes(model: torch.nn.Module) -> int:
 def failed(row: dict, exc: BaseException) -> dict:
     """Mark ``row`` oom or error from an exception (printing the traceback of an error)."""
     if is_oom(exc):
-        return row.update(status="oom", note=type(exc).__name__) or row
-    traceback.print_exception(exc)
-    return row.update(status="error", note=f"{type(exc).__name__}: {str(exc)[:300]}") or row
+        row.update(status="oom", note=type(exc).__name__)
+    else:
+        traceback.print_exception(exc)
+        row.update(status="error", note=f"{type(exc).__name__}: {str(exc)[:300]}")
+    return row
 
 
 def guarded(row: dict, fn: Callable[[], dict], device: torch.device) -> dict:

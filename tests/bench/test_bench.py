@@ -114,6 +114,21 @@ def test_decode_impossible_sizes_become_rows(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["ok", "skipped"] and "--max-bytes" in rows[1]["note"]
 
 
+def test_a_crash_is_an_error_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = decode.measured_state_bytes
+
+    def broken_for_mla(model, batch, length, device, dtype):
+        if model.layer_names[0] == "mla":
+            raise ValueError("boom")
+        return real(model, batch, length, device, dtype)
+
+    monkeypatch.setattr(decode, "measured_state_bytes", broken_for_mla)
+    rows = decode.main([*TINY, "--archs", "mla,pattern:KA", "--contexts", "8", "--batches", "1", "--reps", "2",
+                        "--no-figures", "--out", str(tmp_path)])
+    assert [r["status"] for r in rows] == ["error", "ok"] and "ValueError: boom" in rows[0]["note"]
+    assert rows[1]["impls"].split() == ["0:kda=torch.recurrent", "1:attn=sdpa", "2:kda=torch.recurrent", "3:attn=sdpa"]
+
+
 # ---- throughput, prefill, mixer overhead -------------------------------------------------------
 def test_throughput_end_to_end(tmp_path):
     rows = throughput.main([*TINY, "--archs", "attn,mamba2,kda_mla_3to1,gpt,fla_kda", "--seq-lens", "8", "16",
