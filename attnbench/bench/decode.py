@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     add_archs(ap, "mla,attn,kda_mla_3to1")
     ap.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 65536, 131072, 524288, 1048576])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights/cache (default bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                    help="weights and cache (default bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--budget-ms", type=float, default=1500.0, help="about this much timing per point")

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              seq_len=seq_len, params=model.num_params(non_embedding=False),
                              params_non_embedding=model.num_params(), fwd_flops_per_token=fwd,
                              train_flops_per_token=3 * fwd, status="ok"))
-    print_table(rows, ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token", "train_flops_per_token"])
+    print_table(rows, ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token",
+                       "train_flops_per_token"])
     record = Recorder("flops", args.out, {**vars(args), **hardware, "device": str(device)})
     record.add(rows)
     print(f"wrote {record.path}")

@@ -69,7 +69,8 @@ def mamba2_inputs(mixer, b, t, device, dtype):
     A = (-torch.rand(h, device=device) * 15 - 1).requires_grad_()  # [H]
     B_, C = leaf(b, t, g, n, device=device, dtype=dtype), leaf(b, t, g, n, device=device, dtype=dtype)
     if mixer.impl_ran.startswith("mamba_ssm"):
-        fn = ("mamba_chunk_scan_combined", lambda: kernel.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.kernel_chunk_size))
+        fn = ("mamba_chunk_scan_combined",
+              lambda: kernel.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.kernel_chunk_size))
     else:
         fn = ("ssd_chunked (torch)", lambda: reference.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.chunk_size))
     return [x, dt, A, B_, C], fn

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from . import figures
-from .common import (ParityGate, add_archs, arch_config, base_model_config, failed, free_memory, guarded, impls_text, layer_impls,
-                     param_bytes, parse_archs, parser, pick_device, print_table, refused_note, Recorder, reps_for,
-                     timed_once_ms)
+from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded,
+                     impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table, refused_note,
+                     reps_for, timed_once_ms)
 from .timing import median_ms
 
 COLUMNS = ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted", "parity",
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--max-len", type=int, default=1 << 22)
     ap.add_argument("--lens", type=int, nargs="*", default=None, help="explicit prompt lengths (overrides doubling)")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights/state (default bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                    help="weights and state (default bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--budget-ms", type=float, default=3000.0, help="about this much timing per point")

@@ -24,8 +24,8 @@ from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
 from .timing import median_ms
 
-COLUMNS = ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu", "frac_of_ceiling",
-           "peak_mem_gib", "parity", "impls", "note"]
+COLUMNS = ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
+           "frac_of_ceiling", "peak_mem_gib", "parity", "impls", "note"]
 
 
 def train_step(trainee, module, idx, optimizer, amp_dtype):
@@ -92,7 +92,8 @@ def run_arch(arch: str, base, args, device, gate, hardware) -> tuple[list[dict],
                    compiled=args.compile)
         guarded(row, lambda: measure(trainee, seq_len, batch, args, device, gate, hardware), device)
         impls = row.get("impls") or impls
-        print(f"{arch} T={seq_len} B={batch}: {row['status']} {row.get('tokens_per_s') or ''} | impls {row.get('impls')}")
+        print(f"{arch} T={seq_len} B={batch}: {row['status']} {row.get('tokens_per_s') or ''} "
+              f"| impls {row.get('impls') or row.get('note')}")
         rows.append(row)
     del trainee
     free_memory(device)

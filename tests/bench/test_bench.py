@@ -34,7 +34,8 @@ def test_flops_per_token_matches_a_hand_count():
     """All-attention, D=32, 2 layers, 2 heads of 16, d_ff = round_up(8·32/3, 16) = 96, V=64, L=8.
     Per layer: qkv 2·32·(2+2+2)·16 = 6144, out 2·32·32 = 2048, causal attention 4·(8+1)/2·2·16 = 576,
     SwiGLU 6·32·96 = 18432 -> 27200; two layers 54400; head 2·32·64 = 4096; forward 58496."""
-    cfg = ModelConfig(n_layers=2, d_model=32, vocab_size=64, pattern="A", mixers={"attn": {"n_heads": 2, "head_dim": 16}})
+    cfg = ModelConfig(n_layers=2, d_model=32, vocab_size=64, pattern="A",
+                      mixers={"attn": {"n_heads": 2, "head_dim": 16}})
     model = build_model(cfg)
     assert flops.forward_flops_per_token(model, 8) == 58496
     assert flops.train_flops_per_token(model, 8) == 3 * 58496
@@ -61,7 +62,8 @@ def test_mfu_and_peaks():
 
 
 def test_flops_cli_writes_its_folder(tmp_path):
-    rows = flops.main([*TINY, "--archs", "attn,kda_mla_3to1", "--seq-len", "8", "--ceiling-n", "64", "--out", str(tmp_path)])
+    rows = flops.main([*TINY, "--archs", "attn,kda_mla_3to1", "--seq-len", "8", "--ceiling-n", "64",
+                       "--out", str(tmp_path)])
     assert [r["arch"] for r in rows] == ["attn", "kda_mla_3to1"]
     assert rows[1]["layers"] == "kda,kda,kda,mla"  # 4 layers at 3:1
     run_files(tmp_path)
