@@ -16,7 +16,7 @@ import torch
 
 # Settings that may differ between a run and its resumption (they do not change the numbers).
 RESUME_FREE = ("trainer.progress", "trainer.wandb", "trainer.wandb_project", "trainer.out_dir", "trainer.compile",
-               "launcher")
+               "trainer.threads", "launcher")
 
 
 def rng_state() -> dict:

@@ -9,6 +9,7 @@ Each takes --help; train and sweep also --cfg (print the composed config and exi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def options_help() -> str:
     return "Options (key=value; defaults shown):\n" + "\n".join(f"  {k}={v}" for k, v in flatten(plain).items())
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, kill PID) ends a run like Ctrl-C: recorded as interrupted,
+    resumable. SIGKILL cannot be caught: such a run stays 'running' and is resumed too."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _parser(prog: str, usage: str, doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, usage=usage, description=doc, add_help=False,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +80,7 @@ def train_main(argv: list[str] | None = None) -> int:
         return 0
     from attnbench.train import train
 
+    _interrupt_on_sigterm()
     summary = train(cfg)
     print(f"{cfg.trainer.out_dir}: {summary['status']}"
           + (f", val ppl {summary['final_val_ppl']:.3f}" if summary.get("final_val_ppl") else ""))
@@ -97,6 +108,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
         for p in points:
             print(f"  {p['out_dir']}")
         return 0
+    _interrupt_on_sigterm()
     report = sweep.run_sweep(args.experiment, overrides)
     return 1 if any(r["status"] == "failed" for r in report) else 0
 

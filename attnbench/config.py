@@ -87,6 +87,7 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None: torch's default
     wandb: bool = False
     wandb_project: str = "attnbench"
     progress: bool = True  # tqdm bar
@@ -166,6 +167,8 @@ def validate(cfg: DictConfig | TrainConfig) -> None:
         _check(f"trainer.{name}", value > 0, "a positive integer", value)
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.precision", t.precision, PRECISIONS)
+    if t.threads is not None:
+        _check("trainer.threads", t.threads > 0, "None or a positive integer", t.threads)
     _one_of("launcher.name", la.name, LAUNCHERS)
     _check("launcher.seeds", len(la.seeds) > 0, "a non-empty list of ints", list(la.seeds))
     expand_layers(cfg.model)  # model.* checks: pattern/ratio, mixers, widths

@@ -181,6 +181,8 @@ def train(cfg, on_step: Callable[[int, dict], None] | None = None) -> dict:
 def _train(cfg, out: Path, summary: dict, on_step) -> dict:
     t, o = cfg.trainer, cfg.optim
     device, amp_dtype = pick_device(t)
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)  # a sweep runs many runs in one process

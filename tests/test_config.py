@@ -165,3 +165,21 @@ def test_unknown_option_lists_the_legal_ones():
 def test_pattern_and_ratio_together_are_refused():
     with pytest.raises(ValueError, match="exactly one of model.pattern"):
         compose(["model.pattern=KKKM"])  # the default model sets model.ratio
+
+
+def test_train_help_lists_groups_options_and_experiments(capsys):
+    from attnbench.cli import train_main
+
+    assert train_main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("model:", "mixer/kda:", "no_output_gate", "preset:", "tiny", "ratio_ablation",
+                   "optim.name=adamw", "trainer.steps=1000", "model.mixers.mla.rope_dim=0"):
+        assert needle in text, needle
+
+
+def test_train_cfg_prints_the_composed_config(capsys):
+    from attnbench.cli import train_main
+
+    assert train_main(["--cfg", "preset=tiny", "model=kda"]) == 0
+    text = capsys.readouterr().out
+    assert "preset: tiny" in text and "pattern: K" in text and "out_dir: runs/train/preset=tiny,model=kda" in text

@@ -113,3 +113,11 @@ def test_ratio_ablation_points_are_valid_and_matched(preset):
         with torch.device("meta"):
             model = build_model(cfg.model)
         assert abs(model.num_params() - target) <= 0.02 * target
+
+
+def test_sweep_dry_run_lists_the_ratio_points(capsys):
+    assert sweep_main(["--dry-run", "ratio_ablation", "preset=tiny"]) == 0
+    text = capsys.readouterr().out
+    assert "7 runs" in text and "runs/ratio_ablation/tiny/pattern=KKKM,seed=0" in text
+    assert sweep_main(["--dry-run", "ratio_ablation", "preset=small"]) == 0
+    assert "21 runs" in capsys.readouterr().out
