@@ -165,3 +165,32 @@ def test_muon_takes_hidden_matrices_and_adamw_the_rest(tmp_path, cache):
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     summary = train(compose([*tiny_overrides(tmp_path / "run", cache, steps=10), "optim=muon", "optim.warmup_steps=2"]))
     assert summary["status"] == "finished"
+
+
+def test_sigterm_interrupts_a_run_like_ctrl_c(tmp_path, cache):
+    import os
+    import signal
+
+    from attnbench.cli import _interrupt_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    _interrupt_on_sigterm()
+    try:
+        def terminate_at_3(step, record):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        out = tmp_path / "run"
+        with pytest.raises(KeyboardInterrupt):
+            train(compose(tiny_overrides(out, cache, steps=10)), on_step=terminate_at_3)
+        assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_wandb_without_the_package_fails_with_the_install_hint(tmp_path, cache, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(ImportError, match=r"attnbench\[wandb\]"):
+        train(compose([*tiny_overrides(tmp_path / "run", cache, steps=2), "trainer.wandb=true"]))
