@@ -17,7 +17,7 @@ Which form runs (``absorb``): 'never' = un-absorbed, 'always' = absorbed, 'auto'
 for training (no state), and with a state whichever form needs fewer FLOPs for this call
 (``form_flops``): absorbed for decode steps, un-absorbed for prefill. impl: 'torch' = the
 explicit softmax reference, 'kernel'/'auto' = SDPA. ``impl_ran`` names both, e.g.
-'sdpa.absorbed', 'torch.unabsorbed'.
+'matmul.absorbed', 'torch.unabsorbed'.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ _FORMS = {  # (resolved impl, absorbed) -> (op, impl_ran)
     ("torch", False): (mla_unabsorbed, "torch.unabsorbed"),
     ("torch", True): (mla_absorbed, "torch.absorbed"),
     ("kernel", False): (mla_kernel.mla_unabsorbed_sdpa, "sdpa.unabsorbed"),
-    ("kernel", True): (mla_kernel.mla_absorbed_sdpa, "sdpa.absorbed"),
+    ("kernel", True): (mla_kernel.mla_absorbed_matmul, "matmul.absorbed"),
 }
 
 

@@ -211,7 +211,7 @@ def test_report_renders_a_table(tmp_path, capsys):
                  "--no-figures", "--out", str(tmp_path / "decode")])
     text = report.main([str(tmp_path)])  # a folder of run folders
     assert "| arch | batch | context | status | ms_per_token" in text
-    assert "| kda_mla_3to1 | 1 | 8 | ok |" in text and "kda=torch.recurrent[0-2] mla=sdpa.absorbed[3]" in text
+    assert "| kda_mla_3to1 | 1 | 8 | ok |" in text and "kda=torch.recurrent[0-2] mla=matmul.absorbed[3]" in text
     assert (tmp_path / "decode" / "report.md").read_text() in text
     assert report.compress_impls("0:a=x 1:a=x 2:b=y 3:a=x") == "a=x[0-1] b=y[2] a=x[3]"
 

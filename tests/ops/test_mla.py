@@ -65,7 +65,7 @@ def test_unabsorbed_matches_per_head_oracle(t, s, r):
 
 @pytest.mark.parametrize("t,s,r", SHAPES)
 @pytest.mark.parametrize(
-    "form", [mla_absorbed, kernel.mla_absorbed_sdpa, kernel.mla_unabsorbed_sdpa], ids=lambda f: f.__name__
+    "form", [mla_absorbed, kernel.mla_absorbed_sdpa, kernel.mla_absorbed_matmul, kernel.mla_unabsorbed_sdpa], ids=lambda f: f.__name__
 )
 def test_forms_match_unabsorbed_reference(form, t, s, r):
     inputs = make_inputs(t=t, s=s, r=r)
@@ -99,7 +99,7 @@ def test_bad_shapes_raise(change, match):
     inputs = [None if a is None else a.detach() for a in make_inputs()]
     for i, value in change.items():
         inputs[i] = value
-    for fn in (mla_unabsorbed, mla_absorbed, kernel.mla_absorbed_sdpa):
+    for fn in (mla_unabsorbed, mla_absorbed, kernel.mla_absorbed_sdpa, kernel.mla_absorbed_matmul):
         with pytest.raises(ValueError, match=match):
             fn(*inputs)
 
@@ -109,7 +109,7 @@ def test_parity_rows_on_cpu():
         "cpu", torch.float32, batch=1, seq_len=16, n_heads=2, qk_nope_head_dim=8, v_head_dim=8,
         kv_lora_rank=16, rope_dim=4,
     )
-    assert {r["path"] for r in rows} == {"sdpa.unabsorbed", "sdpa.absorbed"}
+    assert {r["path"] for r in rows} == {"sdpa.unabsorbed", "sdpa.absorbed", "matmul.absorbed"}
     assert {r["case"] for r in rows} == {"rope4", "nope", "rope4.offset", "rope4.decode"}
     assert len([r for r in rows if r["case"] == "rope4"]) == 2 * 7  # output + 6 gradients, per path
     assert all(r["passed"] and r["rel_rms"] < 1e-5 for r in rows), rows

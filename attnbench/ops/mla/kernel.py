@@ -1,5 +1,6 @@
-"""MLA through SDPA: the un-absorbed form as multi-head SDPA, the absorbed form as SDPA over
-the latent with the heads folded into the query axis.
+"""MLA fast paths: the un-absorbed form as multi-head SDPA (training, prefill); the absorbed form
+as SDPA over the latent with the heads folded into the query axis, or as two cuBLAS matmuls
+over the latent (``mla_absorbed_matmul``, what the mixer runs for decode steps).
 
 Same inputs and output as reference.py. Why fold: in the absorbed form every head reads the
 same single key/value head ([c; k^R] and c), so H heads x T queries are H·T queries of one
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from ..attention.kernel import sdpa_attention
 from ..attention.reference import causal_mask
-from .reference import mla_absorbed, mla_unabsorbed
+from .reference import _default_scale, absorb_output, absorb_query, check_mla, mla_absorbed, mla_unabsorbed
 
 
 def sdpa_single_kv_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -43,3 +44,29 @@ def mla_unabsorbed_sdpa(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale=None) ->
 def mla_absorbed_sdpa(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale=None) -> torch.Tensor:
     """Absorbed MLA, SDPA over the latent (decode)."""
     return mla_absorbed(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale, attend=sdpa_single_kv_head)
+
+
+def mla_absorbed_matmul(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale=None) -> torch.Tensor:
+    """Absorbed MLA as batched matmuls over the latent: the decode path.
+
+    Why not SDPA here: the latent head is C + R wide (512 to 576), past the 256 that flash
+    kernels take, and SDPA's memory-efficient kernel spreads work over query rows only. A
+    decode step has H·T = 16 query rows, so it ran on a handful of blocks: 9 GB/s of cache
+    read on an H200 (measured 2026-11-26). cuBLAS splits over the S cached positions instead,
+    so the step costs what reading the cache costs. The rope part is a second matmul rather
+    than a concatenated key, which would copy the whole cache every step.
+    """
+    check_mla(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+    b, t, h, _ = q_nope.shape
+    s = c_kv.shape[1]
+    q_latent = absorb_query(q_nope, None, w_uk).reshape(b, t * h, -1)  # [B, T·H, C], row t·H + h
+    scores = torch.bmm(q_latent, c_kv.transpose(1, 2))  # [B, T·H, S]
+    if q_rope is not None:
+        scores = scores + torch.bmm(q_rope.reshape(b, t * h, -1), k_rope.transpose(1, 2))
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * _default_scale(q_nope, q_rope, scale)
+    if t > 1:  # every head of query t shares query t's causal row
+        allowed = causal_mask(t, s, q_nope.device).repeat_interleave(h, dim=0)  # [T·H, S]
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = scores.softmax(dim=-1).to(c_kv.dtype)
+    o_latent = torch.bmm(probs, c_kv).reshape(b, t, h, -1)  # [B, T, H, C]
+    return absorb_output(o_latent, w_uv)  # [B, T, H, V]

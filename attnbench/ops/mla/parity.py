@@ -1,6 +1,7 @@
 """GPU parity rows for MLA: both SDPA forms in low precision vs the float32 un-absorbed reference.
 
-Paths are named as the mixer's ``impl_ran`` names them: 'sdpa.unabsorbed', 'sdpa.absorbed'.
+Paths are named as the mixer's ``impl_ran`` names them: 'sdpa.unabsorbed', 'matmul.absorbed'
+(and 'sdpa.absorbed', the SDPA form of the absorbed attention, kept as a checked alternative).
 Weights are scaled so that keys and values have unit scale, as after the latent RMSNorm.
 """
 from __future__ import annotations
@@ -11,7 +12,11 @@ from ..attention.parity import TOL, _forward_backward, _randn, compare
 from . import kernel
 from .reference import mla_unabsorbed
 
-PATHS = (("sdpa.unabsorbed", kernel.mla_unabsorbed_sdpa), ("sdpa.absorbed", kernel.mla_absorbed_sdpa))
+PATHS = (
+    ("sdpa.unabsorbed", kernel.mla_unabsorbed_sdpa),
+    ("sdpa.absorbed", kernel.mla_absorbed_sdpa),
+    ("matmul.absorbed", kernel.mla_absorbed_matmul),
+)
 
 
 def _inputs(gen, device, dtype, b, t, s, h, kn, r, c, v):
