@@ -1,7 +1,6 @@
 """notebooks/ratio_ablation.ipynb runs top to bottom (nbclient) on a results folder made here."""
 from __future__ import annotations
 
-import os
 
 import nbformat
 import pytest
@@ -34,3 +33,15 @@ def test_notebook_executes_against_a_results_folder(tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the ratio figure and the curves
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "| 3:1 | 2 |" in markdown and "5.65" in markdown
+
+
+def test_notebook_reads_the_committed_results_by_default(monkeypatch):
+    committed = sorted((REPO_ROOT / "results" / "ratio_ablation").glob("*/runs"))
+    if not committed:
+        pytest.skip("no committed results/ratio_ablation/*/runs yet")
+    monkeypatch.delenv("ATTNBENCH_RESULTS", raising=False)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
