@@ -1,7 +1,6 @@
 """notebooks/ratio_ablation.ipynb runs top to bottom (nbclient) on a results folder made here."""
 from __future__ import annotations
 
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
