@@ -111,11 +111,14 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, 
     # Stride-0 broadcasts make the kernel take its "tied head dim" path: one scalar dt and A per head.
     A_hpn = A.float()[:, None, None].expand(H, P, N)  # [H, P, N]
     zero_bias = dt.new_zeros(H)[:, None].expand(H, P)  # [H, P]; the kernel reads dt_bias's strides
+    # mamba_ssm 2.3.2 also unpacks D's strides unconditionally (D=None raises TypeError), so the
+    # D skip (which lives in our mixer) is passed as zeros: y + 0·x == y.
+    zero_skip = x.new_zeros(H)[:, None].expand(H, P)  # [H, P]
     ys = []
     for t in range(T):
         ys.append(state_update(
             state, x[:, t], dt[:, t, :, None].expand(batch, H, P), A_hpn, B[:, t], C[:, t],
-            D=None, z=None, dt_bias=zero_bias, dt_softplus=False,
+            D=zero_skip, z=None, dt_bias=zero_bias, dt_softplus=False,
         ))  # [B, H, P]; state updated in place
     y = torch.stack(ys, 1) if ys else x.new_zeros(batch, 0, H, P)
     return y, (state if output_final_state else None)
