@@ -37,9 +37,10 @@ fi
 # Triton compiles and autotunes fla's and mamba_ssm's kernels on first use: about 4 minutes on a
 # fresh machine (chunk_kda's backward alone 111 s, mamba's chunk scan 77 s; H200, 2026-11-26).
 # Keep compiled kernels and autotune choices on disk so every stage after the first reuses them,
-# and carry them between device sessions as .triton_cache.tgz (made by SAVE_CACHE=1).
+# and carry them between device sessions as .triton_cache.tar.xz (SAVE_CACHE=1 writes it to $OUT
+# in 15 MB parts, under the tool's 16 MiB a file: `cat tc.part.* > .triton_cache.tar.xz`).
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
-[ -f .triton_cache.tgz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xzf .triton_cache.tgz -C "$TRITON_CACHE_DIR"
+[ -f .triton_cache.tar.xz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xJf .triton_cache.tar.xz -C "$TRITON_CACHE_DIR"
 STAGES=${STAGES:-parity throughput decode mixer_overhead prefill throughput_compiled}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -82,7 +83,7 @@ stage throughput 180 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$
 stage decode 120 python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs mla,attn,kda_mla_3to1 --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
-stage mixer_overhead 60 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
+stage mixer_overhead 150 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --warmup 3 --reps 10 "${OVERHEAD[@]}"
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
@@ -95,5 +96,5 @@ tar -czf "$OUT/bench_runs.tar.gz" -C "$(dirname "$WORK")" "$(basename "$WORK")"
 for pair in decode/time_per_token decode/cache_bytes throughput/tokens_per_s prefill/prefill_time; do
   [ -f "$WORK/$pair.png" ] && cp "$WORK/$pair.png" "$OUT/${pair//\//_}.png"
 done
-[ "${SAVE_CACHE:-0}" = 1 ] && tar -czf "$OUT/triton_cache.tgz" -C "$TRITON_CACHE_DIR" . && du -sh "$OUT/triton_cache.tgz" | tee -a "$LOG"
+[ "${SAVE_CACHE:-0}" = 1 ] && tar -cf - -C "$TRITON_CACHE_DIR" . | xz -T8 -6 | split -b 15M - "$OUT/tc.part."
 cat "$OUT/report.md"

@@ -36,11 +36,22 @@ def apply_rope(
         raise ValueError(f"rope_dim={rope_dim} exceeds the head dim K={x.shape[-1]}")
     if positions.shape != (x.shape[1],):
         raise ValueError(f"positions must be [T={x.shape[1]}]; got shape {tuple(positions.shape)}")
-    # 16-bit inputs are rotated in float32, then rounded once.
-    compute = torch.promote_types(x.dtype, torch.float32)
     angles = rope_angles(positions, rope_dim, theta)[:, None, :]  # [T, 1, rope_dim / 2]
-    cos, sin = angles.cos().to(compute), angles.sin().to(compute)
+    rotate = _rotate_fused if (x.is_cuda and x.shape[1] > 1) else _rotate
+    return rotate(x, angles.cos(), angles.sin(), rope_dim)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_dim: int) -> torch.Tensor:
+    """The rotation itself; 16-bit inputs are rotated in float32, then rounded once."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = cos.to(compute), sin.to(compute)
     rot, rest = x[..., :rope_dim].to(compute), x[..., rope_dim:]
     first, second = rot.chunk(2, dim=-1)  # each [B, T, H, rope_dim / 2]
     rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
     return torch.cat([rotated.to(x.dtype), rest], dim=-1)  # [B, T, H, K]
+
+
+# On a GPU the ten elementwise kernels above (and their backward) cost more than the attention
+# they feed at T = 2048 (measured: the attention mixer ran 83% over SDPA + projections on an
+# H200); compiled, they fuse into one kernel each way. Same function, same numbers.
+_rotate_fused = torch.compile(_rotate, dynamic=True)
