@@ -33,7 +33,8 @@ def _git(*args: str) -> str | None:
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def environment() -> dict:
