@@ -43,7 +43,7 @@ def _paper_twin(ax, table: pd.DataFrame) -> None:
     twin.plot(xs, ys, "s--", color=PAPER, label="Kimi Linear Table 1 (val)")
     twin.set_ylabel("Kimi Linear Table 1 val ppl (arXiv 2510.26692)", color=PAPER, fontsize=8)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
+    ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8, framealpha=0.8)
 
 
 def ratio_ablation_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
