@@ -46,6 +46,21 @@ def options_help() -> str:
     return "Options (key=value; defaults shown):\n" + "\n".join(f"  {k}={v}" for k, v in flatten(plain).items())
 
 
+def sweeps_in(overrides: list[str]) -> list[str]:
+    """The overrides that are Hydra sweeps (a,b / range(..) / choice(..))."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    found = []
+    for o in overrides:
+        try:
+            if parser.parse_override(o).is_sweep_override():
+                found.append(o)
+        except Exception:  # noqa: BLE001  (compose reports malformed overrides with its own message)
+            pass
+    return found
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler's stop, kill PID) ends a run like Ctrl-C: recorded as interrupted,
     resumable. SIGKILL cannot be caught: such a run stays 'running' and is resumed too."""
@@ -72,7 +87,15 @@ def train_main(argv: list[str] | None = None) -> int:
     from attnbench.config import compose, to_yaml
     from attnbench.results import run_name
 
-    cfg = compose(overrides)
+    if sweeps_in(overrides) or {"-m", "--multirun"} & set(overrides):
+        print("attnbench-train runs one point; for a sweep use attnbench-sweep EXPERIMENT key=a,b ... "
+              "(see experiments/)", file=sys.stderr)
+        return 2
+    try:
+        cfg = compose(overrides)
+    except ValueError as exc:  # a bad override: the message names the field; no traceback needed
+        print(f"attnbench-train: {exc}", file=sys.stderr)
+        return 2
     if cfg.trainer.out_dir is None:
         cfg.trainer.out_dir = str(Path(cfg.launcher.root) / "train" / run_name(overrides))
     if args.cfg:
@@ -102,8 +125,12 @@ def sweep_main(argv: list[str] | None = None) -> int:
         return 0 if args.help else 2
     from attnbench import sweep
 
-    if args.dry_run:
+    try:
         points, info = sweep.plan(args.experiment, overrides)
+    except ValueError as exc:
+        print(f"attnbench-sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
         print(f"{info['experiment']}: {len(points)} runs (sweep: {' '.join(info['sweep'])})")
         for p in points:
             print(f"  {p['out_dir']}")

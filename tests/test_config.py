@@ -183,3 +183,12 @@ def test_train_cfg_prints_the_composed_config(capsys):
     assert train_main(["--cfg", "preset=tiny", "model=kda"]) == 0
     text = capsys.readouterr().out
     assert "preset: tiny" in text and "pattern: K" in text and "out_dir: runs/train/preset=tiny,model=kda" in text
+
+
+def test_train_cli_refuses_sweeps_and_reports_bad_overrides_without_a_traceback(capsys):
+    from attnbench.cli import train_main
+
+    assert train_main(["model=pattern", "model.pattern=A,K"]) == 2
+    assert "attnbench-sweep" in capsys.readouterr().err
+    assert train_main(["optim.name=sgd"]) == 2
+    assert "optim.name must be one of adamw, muon; got 'sgd'" in capsys.readouterr().err
