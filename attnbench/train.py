@@ -125,10 +125,12 @@ def memory_gb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def write_env(out: Path, model) -> None:
-    """env.json: the environment record plus what ran in each layer ('<i>:<mixer>:<impl>')."""
+def write_env(out: Path, model, resumed_from: int) -> None:
+    """env.json: the environment record plus what ran in each layer ('<i>:<mixer>:<impl>'), and
+    the step this session started from (0 unless resumed)."""
     env = environment()
     env["impls"] = [f"{i}:{name}:{impl}" for i, (name, impl) in enumerate(zip(model.layer_names, model.impls_ran()))]
+    env["resumed_from"] = resumed_from
     results.write_json(out / "env.json", env)
 
 
@@ -212,6 +214,7 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
     loss_sum = state.get("train_loss")
     bar = tqdm(total=t.steps, initial=step, disable=not t.progress, desc=out.name, dynamic_ncols=True)
     model.train()
+    start = step
     while step < t.steps:
         # ---- one optimizer step: grad_accum micro-batches, clip, update --------------------
         set_lr(optimizers, o.lr * lr_factor(step, o, t.steps))
@@ -229,8 +232,8 @@ def _train(cfg, out: Path, summary: dict, on_step) -> dict:
             opt.zero_grad(set_to_none=True)
         step, interval_steps = step + 1, interval_steps + 1
         bar.update(1)
-        if step == 1:  # the impls are known once a forward has run
-            write_env(out, model)
+        if step == start + 1:  # the impls are known once a forward has run; each session rewrites it
+            write_env(out, model, resumed_from=start)
         if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
             bar.close()
             append_metrics(out, {"step": step, "loss": loss_sum, "grad_norm": grad_norm})
