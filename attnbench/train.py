@@ -97,10 +97,10 @@ def evaluate(model, data, trainer, device, amp_dtype) -> dict:
         loss_sum += (losses * weight).sum().item()
         tokens += weight.sum().item()
         if mask is not None:
-            hit = (logits.argmax(-1) == y) | ~mask.bool()  # [B, T]: unmasked positions count as hits
-            correct += ((logits.argmax(-1) == y) & mask.bool()).sum().item()
-            has_target = mask.bool().any(-1)
-            seq_ok += (hit.all(-1) & has_target).sum().item()
+            right, scored = logits.argmax(-1) == y, mask.bool()  # [B, T]
+            correct += (right & scored).sum().item()
+            has_target = scored.any(-1)  # [B]
+            seq_ok += ((right | ~scored).all(-1) & has_target).sum().item()  # every scored position right
             seqs += has_target.sum().item()
     model.train()
     val_loss = loss_sum / max(tokens, 1)
