@@ -19,7 +19,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import II, DictConfig, OmegaConf
 
 from attnbench.models.config import ModelConfig, as_model_config
 
@@ -52,7 +52,7 @@ class DataConfig:
     val_fraction: float = 0.05
     max_bytes: Optional[int] = None
     cache_dir: Optional[str] = None  # None: $ATTNBENCH_CACHE or ~/.cache/attnbench
-    seed: int = 0  # data seed (splits, task samples); trainer.seed seeds the model
+    seed: int = II("trainer.seed")  # training windows / task samples; follows trainer.seed unless set
     task: Optional[str] = None  # set by the task/ group; overrides source
     task_params: dict[str, Any] = field(default_factory=dict)  # make_task(**params)
     task_vocab_size: Optional[int] = None  # None: the task's own default
