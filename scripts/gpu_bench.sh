@@ -63,7 +63,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # a CPU dry run of this script at tiny sizes (th
   OVERHEAD=(+bench=tiny --device cpu --batch 2 --seq-len 64)
   PREFILL=(+bench=tiny --device cpu --start-len 64 --max-len 256)
 else
-  TRAIN=(+bench=train_ref --tokens-per-step 16384); SEQS=(--seq-lens 512 2048 8192); SEQ_REF=(--seq-lens 2048)
+  TRAIN=(+bench=train_ref --tokens-per-step 16384); SEQS=(--seq-lens ${TRAIN_SEQS:-512 2048 8192}); SEQ_REF=(--seq-lens 2048)
   DECODE=(+bench=decode_ref --contexts 4096 16384 65536 131072 524288 1048576)
   OVERHEAD=(+bench=decode_ref --batch 8 --seq-len 2048)
   PREFILL=(+bench=decode_ref --start-len 4096 --max-len 524288)
@@ -78,13 +78,13 @@ STATUS="$WORK/parity/kernel_status.json"
 if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
 
-stage throughput 180 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
-  --archs gpt,attn,kda_mla_3to1,fla_kda,kda,mla,gdn,mamba2 --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
+stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
+  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,mla,gdn,mamba2}" --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
 stage decode 120 python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs mla,attn,kda_mla_3to1 --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
-stage mixer_overhead 150 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
-  --warmup 3 --reps 10 "${OVERHEAD[@]}"
+stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
+  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 "${OVERHEAD[@]}"
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-OPS = ("attention", "mla", "gated_delta_rule", "kda", "ssd")
+OPS = ("attention", "mla", "gated_delta_rule", "kda", "ssd", "mixers")  # mixers: attnbench/mixers/parity.py
 
 
 def run_op(op: str, device: str, dtype: torch.dtype) -> list[dict]:
     try:
-        module = importlib.import_module(f"attnbench.ops.{op}.parity")
+        package = "attnbench.mixers" if op == "mixers" else f"attnbench.ops.{op}"
+        module = importlib.import_module(f"{package}.parity")
         return module.cases(device, dtype)
     except Exception as exc:  # one op's crash must not hide the others' results
         return [dict(op=op, path="(all)", quantity="crash", rel_rms=float("nan"), tol=0.0,

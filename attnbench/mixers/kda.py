@@ -29,7 +29,7 @@ from torch import nn
 from ..ops.kda import kernel as kda_kernel
 from ..ops.kda import reference as kda_reference
 from .base import Mixer, State, check_impl, choose_impl, dtype_bytes
-from .layers import GatedRMSNorm, ShortConv, l2norm
+from .layers import GatedRMSNorm, ShortConv, fused_on_cuda, l2norm
 
 OUTPUT_GATES = {"sigmoid": "sigmoid", "swish": "silu", "none": "none"}  # name -> GatedRMSNorm activation
 
@@ -158,7 +158,7 @@ class DeltaRuleMixer(Mixer):
     @staticmethod
     def _unit(x: torch.Tensor) -> torch.Tensor:
         """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
-        return l2norm(x.to(torch.promote_types(x.dtype, torch.float32))).to(x.dtype)
+        return l2norm(x)
 
     def _mix(self, q, k, v, g, beta, S0):
         """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op."""
@@ -196,9 +196,7 @@ class KDA(DeltaRuleMixer):
 
     def log_decay(self, x):
         """g = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias), [B, T, HV, K], in at least float32."""
-        f32 = torch.promote_types(x.dtype, torch.float32)
-        pre = (self.f_proj(x).to(f32) + self.dt_bias.to(f32)).unflatten(-1, (self.HV, self.K))
-        return -self.A_log.to(f32).exp()[:, None] * F.softplus(pre)
+        return _kda_gate(self.f_proj(x), self.dt_bias, self.A_log)
 
     def output_gate_input(self, x):
         return self.g_proj(x) if self.output_gate != "none" else None
@@ -217,3 +215,11 @@ class KDA(DeltaRuleMixer):
         if step and not torch.is_grad_enabled():  # the decode kernel has no backward
             return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
         return kda_kernel.kda_chunked, "fla.chunk_kda", {"chunk_size": self.chunk_size}
+
+
+@fused_on_cuda
+def _kda_gate(f: torch.Tensor, dt_bias: torch.Tensor, A_log: torch.Tensor) -> torch.Tensor:
+    """-exp(A_log) · softplus(f + dt_bias): f [B, T, HV·K] -> g [B, T, HV, K], at least float32."""
+    f32 = torch.promote_types(f.dtype, torch.float32)
+    pre = (f.to(f32) + dt_bias.to(f32)).unflatten(-1, (A_log.shape[0], -1))  # [B, T, HV, K]
+    return -A_log.to(f32).exp()[:, None] * F.softplus(pre)

@@ -44,12 +44,7 @@ class GroupedGatedRMSNorm(GatedRMSNorm):
         super().__init__(dim, activation="silu", norm_before_gate=False, eps=eps)
         self.groups = groups
 
-    def _rms(self, x: torch.Tensor) -> torch.Tensor:
-        # As the parent's, but float64 stays float64 (the parent computes in float32).
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # the parent's forward fuses this
         gated = (x * self.act(g)).unflatten(-1, (self.groups, -1))  # [..., G, dim / G]
         return self._rms(gated).flatten(-2) * self.weight
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .layers import fused_on_cuda
+
 
 def rope_angles(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0) -> torch.Tensor:
     """Angles m·θ_i, [T, rope_dim / 2], in float64 (float32 angles lose ~0.06 rad at m = 1e6)."""
@@ -37,10 +39,13 @@ def apply_rope(
     if positions.shape != (x.shape[1],):
         raise ValueError(f"positions must be [T={x.shape[1]}]; got shape {tuple(positions.shape)}")
     angles = rope_angles(positions, rope_dim, theta)[:, None, :]  # [T, 1, rope_dim / 2]
-    rotate = _rotate_fused if (x.is_cuda and x.shape[1] > 1) else _rotate
-    return rotate(x, angles.cos(), angles.sin(), rope_dim)
+    return _rotate(x, angles.cos(), angles.sin(), rope_dim)
 
 
+# On a GPU the ten elementwise kernels below (and their backward) cost more than the attention
+# they feed at T = 2048 (the attention mixer ran 83% over SDPA + projections on an H200); fused,
+# they are one kernel each way.
+@fused_on_cuda
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_dim: int) -> torch.Tensor:
     """The rotation itself; 16-bit inputs are rotated in float32, then rounded once."""
     compute = torch.promote_types(x.dtype, torch.float32)
@@ -50,8 +55,3 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_dim: int
     rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
     return torch.cat([rotated.to(x.dtype), rest], dim=-1)  # [B, T, H, K]
 
-
-# On a GPU the ten elementwise kernels above (and their backward) cost more than the attention
-# they feed at T = 2048 (measured: the attention mixer ran 83% over SDPA + projections on an
-# H200); compiled, they fuse into one kernel each way. Same function, same numbers.
-_rotate_fused = torch.compile(_rotate, dynamic=True)

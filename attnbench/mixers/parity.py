@@ -1,0 +1,61 @@
+"""GPU parity of whole mixers: the kernel path in bf16 against the torch path in float32.
+
+The op-level cases (ops/<op>/parity.py) check each kernel; this checks what wraps them on the
+GPU too: compiled short convs, norms and gates, layouts, the choice of kernel. Same weights,
+same input; rows for the output, the input gradient and the worst parameter gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.compare import rel_rms
+from . import build_mixer
+
+TOL = 1e-2
+SETTINGS = {  # small but kernel-shaped: heads of 128 (Mamba2 at its defaults)
+    "attn": {"n_heads": 4, "head_dim": 128},
+    "mla": {"n_heads": 4, "kv_lora_rank": 256, "qk_nope_head_dim": 128, "v_head_dim": 128, "rope_dim": 64},
+    "gdn": {"n_heads": 4, "head_dim": 128},
+    "kda": {"n_heads": 4, "head_dim": 128},
+    "mamba2": {},
+}
+
+
+def _run(mixer, x, grad_out):
+    x = x.detach().requires_grad_()
+    y, _ = mixer(x)
+    y.backward(grad_out.to(y.dtype))
+    grads = {name: p.grad for name, p in mixer.named_parameters()}
+    return y.float(), x.grad.float(), grads
+
+
+def cases(device: str, dtype: torch.dtype = torch.bfloat16, batch: int = 2, seq_len: int = 1000,
+          d_model: int = 512) -> list[dict]:
+    rows = []
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for name, kwargs in SETTINGS.items():
+        try:
+            rows += _mixer_rows(name, kwargs, device, dtype, batch, seq_len, d_model, gen)
+        except Exception as exc:  # a kernel that refuses must not hide the other mixers' rows
+            rows.append(dict(op=name, path="mixer.kernel", quantity="error", rel_rms=float("nan"), tol=TOL,
+                             passed=False, note=f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def _mixer_rows(name, kwargs, device, dtype, batch, seq_len, d_model, gen) -> list[dict]:
+    rows = []
+    torch.manual_seed(0)
+    ref = build_mixer(name, d_model, impl="torch", **kwargs).to(device)
+    fast = build_mixer(name, d_model, impl="kernel", **kwargs).to(device)
+    fast.load_state_dict(ref.state_dict())
+    fast.to(dtype)
+    x = torch.randn(batch, seq_len, d_model, generator=gen).to(device)
+    grad_out = torch.randn(batch, seq_len, d_model, generator=gen).to(device)
+    y_ref, dx_ref, g_ref = _run(ref, x, grad_out)
+    y, dx, g = _run(fast, x.to(dtype), grad_out)
+    path = f"mixer.{fast.impl_ran}"
+    worst = max(((rel_rms(g[n].float(), g_ref[n]), n) for n in g_ref if g_ref[n] is not None), default=(0.0, "-"))
+    for quantity, err in (("output", rel_rms(y, y_ref)), ("dx", rel_rms(dx, dx_ref)),
+                          (f"worst param grad ({worst[1]})", worst[0])):
+        rows.append(dict(op=name, path=path, quantity=quantity, rel_rms=err, tol=TOL, passed=err <= TOL))
+    return rows

@@ -1,0 +1,32 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnbench.mixers.layers import ShortConv, causal_conv
+from attnbench.ops.compare import rel_rms
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_shifted_sum_conv_equals_conv1d(width, bias):
+    """causal_conv (W shifted multiply-adds, time-major) == F.conv1d over the left-padded input."""
+    x = torch.randn(2, 13, 6, dtype=torch.float64)
+    window = torch.randn(2, width - 1, 6, dtype=torch.float64)
+    weight = torch.randn(6, width, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64) if bias else None
+    for prefix in (None, window):
+        padded = torch.cat([torch.zeros_like(window) if prefix is None else prefix, x], dim=1)
+        want = F.silu(F.conv1d(padded.transpose(1, 2), weight[:, None, :], b, groups=6).transpose(1, 2))
+        assert rel_rms(causal_conv(x, prefix, weight, b, True), want) < 1e-14
+
+
+def test_short_conv_streams_like_one_pass():
+    conv = ShortConv(5, 4, bias=True).double()
+    x = torch.randn(2, 11, 5, dtype=torch.float64)
+    full, _ = conv(x)
+    state, pieces = conv.init_state(2, dtype=torch.float64), []
+    for chunk in x.split([3, 1, 1, 6], dim=1):
+        y, state = conv(chunk, state)
+        pieces.append(y)
+    assert rel_rms(torch.cat(pieces, 1), full) < 1e-14
+    assert state.shape == (2, 5, 3) and torch.equal(state, x[:, -3:].transpose(1, 2))
