@@ -88,6 +88,9 @@ def markdown_report(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
             "seeds.", "", table_md,
             f"Paper columns: {KIMI_LINEAR_CITATION} (16 layers, 16 heads, MoE, same FLOPs budget). "
             "Compare the shape across ratios, not the values: the scale, data and tokenizer differ."]
+    if len(table) and table["seeds"].min() < 3:
+        text += ["", f"Fewer than 3 seeds per point (min {table['seeds'].min()}): the differences above are not "
+                 "claims. Add seeds with launcher.seeds=[0,1,2] (a re-run keeps the finished ones)."]
     if len(failed):
         text += ["", "Runs not finished: " + ", ".join(f"{r.run} ({r.status})" for r in failed.itertuples())]
     return "\n".join(text) + "\n", table

@@ -89,6 +89,7 @@ def test_report_writes_table_csv_figure_and_copies_run_records(runs, tmp_path, c
     table = (out / "table.md").read_text()
     assert "| 3:1 | 2 |" in table and "9.23 | 5.65 |" in table and "broken (failed)" in table
     assert "7.500 ± 0.707" in table  # 3:1: ppl 7 and 8
+    assert "Fewer than 3 seeds" in table
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["arch"]) == ["attn only", "0:1", "1:1", "3:1", "kda only"]
     assert len(results.collect(out / "runs")) == 11  # the copied run records collect like the originals
