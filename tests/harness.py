@@ -14,6 +14,8 @@ def tiny_overrides(out_dir: Path | str | None, cache_dir: Path | str, steps: int
         "model.mixers.attn.n_heads=2", "model.mixers.mla.n_heads=2", "model.mixers.mla.kv_lora_rank=16",
         "model.mixers.mla.qk_nope_head_dim=16", "model.mixers.mla.v_head_dim=16",
         "model.mixers.kda.n_heads=2", "model.mixers.kda.head_dim=16", "model.mixers.kda.chunk_size=16",
+        "model.mixers.gdn.n_heads=2", "model.mixers.gdn.head_dim=16", "model.mixers.gdn.chunk_size=16",
+        "model.mixers.mamba2.headdim=16", "model.mixers.mamba2.d_state=16", "model.mixers.mamba2.chunk_size=16",
         "data=shakespeare", "data.max_bytes=100000", f"data.cache_dir={cache_dir}",
         f"trainer.steps={steps}", "trainer.batch_size=4", "trainer.seq_len=32", "trainer.eval_every=10",
         "trainer.eval_batches=2", "trainer.log_every=1", "trainer.checkpoint_every=10", "trainer.progress=false",

@@ -194,3 +194,20 @@ def test_wandb_without_the_package_fails_with_the_install_hint(tmp_path, cache, 
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(ImportError, match=r"attnbench\[wandb\]"):
         train(compose([*tiny_overrides(tmp_path / "run", cache, steps=2), "trainer.wandb=true"]))
+
+
+@pytest.mark.parametrize("letter", ["A", "M", "G", "S", "K"])
+def test_every_mixer_trains_through_the_harness(letter, tmp_path, cache):
+    out = tmp_path / "run"
+    summary = train(compose([*tiny_overrides(out, cache, steps=3, pattern=letter), "trainer.eval_every=3"]))
+    assert summary["status"] == "finished" and math.isfinite(summary["final_val_loss"])
+    impls = json.loads((out / "env.json").read_text())["impls"]
+    assert len(impls) == 2 and all(not i.endswith(":None") for i in impls)
+
+
+def test_mqar_task_with_the_tiny_preset_runs(tmp_path):
+    overrides = ["preset=tiny", "task=mqar", "model=attn", "model.n_layers=2", "trainer.steps=2",
+                 "trainer.eval_every=2", "trainer.eval_batches=1", "trainer.progress=false",
+                 f"trainer.out_dir='{tmp_path / 'run'}'"]
+    summary = train(compose(overrides))
+    assert summary["status"] == "finished" and summary["val_acc"] is not None
