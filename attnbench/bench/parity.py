@@ -45,7 +45,7 @@ def path_status(rows: list[dict]) -> dict[str, dict]:
 def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| op | path | quantity | rel-RMS | tol | pass |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        mark = "yes" if r["passed"] else f"NO {r.get('note', '')}".strip()
+        mark = ("yes " if r["passed"] else "NO ") + r.get("note", "")
         lines.append(f"| {r['op']} | {r['path']} | {r['quantity']} | {r['rel_rms']:.2e} | {r['tol']:.0e} | {mark} |")
     return "\n".join(lines) + "\n"
 

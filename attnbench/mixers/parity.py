@@ -3,6 +3,12 @@
 The op-level cases (ops/<op>/parity.py) check each kernel; this checks what wraps them on the
 GPU too: compiled short convs, norms and gates, layouts, the choice of kernel. Same weights,
 same input; rows for the output, the input gradient and the worst parameter gradient.
+
+A whole block in bf16 (weights, activations, every projection) is further from float32 than
+one op is: gradients of per-head scalars such as A_log and dt_bias sum thousands of bf16
+terms. So each row also carries the *bf16 floor*: the error of the torch path itself run in
+bf16 on the same weights. A row passes when the kernel path is within TOL, or no worse than
+1.5x that floor: the kernels then add nothing beyond bf16 arithmetic.
 """
 from __future__ import annotations
 
@@ -51,11 +57,22 @@ def _mixer_rows(name, kwargs, device, dtype, batch, seq_len, d_model, gen) -> li
     fast.to(dtype)
     x = torch.randn(batch, seq_len, d_model, generator=gen).to(device)
     grad_out = torch.randn(batch, seq_len, d_model, generator=gen).to(device)
-    y_ref, dx_ref, g_ref = _run(ref, x, grad_out)
-    y, dx, g = _run(fast, x.to(dtype), grad_out)
-    path = f"mixer.{fast.impl_ran}"
-    worst = max(((rel_rms(g[n].float(), g_ref[n]), n) for n in g_ref if g_ref[n] is not None), default=(0.0, "-"))
-    for quantity, err in (("output", rel_rms(y, y_ref)), ("dx", rel_rms(dx, dx_ref)),
-                          (f"worst param grad ({worst[1]})", worst[0])):
-        rows.append(dict(op=name, path=path, quantity=quantity, rel_rms=err, tol=TOL, passed=err <= TOL))
+    floor_mixer = build_mixer(name, d_model, impl="torch", **kwargs).to(device)
+    floor_mixer.load_state_dict(ref.state_dict())
+    floor_mixer.to(dtype)
+    want = _run(ref, x, grad_out)
+    got = _errors(_run(fast, x.to(dtype), grad_out), want)
+    floor = _errors(_run(floor_mixer, x.to(dtype), grad_out), want)
+    for quantity, err in got.items():
+        bound = max(TOL, 1.5 * floor[quantity])
+        rows.append(dict(op=name, path=f"mixer.{fast.impl_ran}", quantity=quantity, rel_rms=err, tol=bound,
+                         passed=err <= bound, note=f"bf16 floor {floor[quantity]:.2e}"))
     return rows
+
+
+def _errors(got, want) -> dict[str, float]:
+    """rel-RMS of output, input gradient, and each parameter's gradient (named 'd<param>')."""
+    (y, dx, grads), (y_ref, dx_ref, grads_ref) = got, want
+    errors = {"output": rel_rms(y, y_ref), "dx": rel_rms(dx, dx_ref)}
+    errors.update({f"d{n}": rel_rms(grads[n].float(), grads_ref[n]) for n in grads_ref if grads_ref[n] is not None})
+    return errors
