@@ -87,15 +87,7 @@ class Attention(Mixer):
         max_len = k.shape[2] if isinstance(k, torch.Tensor) and k.dim() == 4 else 0
         meta = torch.empty(batch, self.n_kv_heads, max_len, self.head_dim, device="meta")
         self.check_state(state, {"k": meta, "v": meta})
-        filled = state.get("len")
-        if not isinstance(filled, int) or not 0 <= filled <= max_len:
-            raise ValueError(f"Attention: state['len'] must be an int in [0, max_len={max_len}]; got {filled!r}")
-        if filled + t > max_len:
-            raise ValueError(
-                f"Attention: KV cache overflow: len={filled} + T={t} exceeds max_len={max_len}; "
-                f"call init_state with max_len >= {filled + t}"
-            )
-        return filled
+        return self.cache_len(state, t, max_len, "KV cache")
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:

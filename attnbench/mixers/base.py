@@ -82,6 +82,18 @@ class Mixer(nn.Module):
                         f"{type(self).__name__}: state[{key!r}] must have shape {tuple(ref.shape)}; got {shape}"
                     )
 
+    def cache_len(self, state: State, t: int, max_len: int, cache: str) -> int:
+        """state['len'] checked against a preallocated cache of ``max_len`` that must take ``t`` more."""
+        name, filled = type(self).__name__, state.get("len")
+        if not isinstance(filled, int) or not 0 <= filled <= max_len:
+            raise ValueError(f"{name}: state['len'] must be an int in [0, max_len={max_len}]; got {filled!r}")
+        if filled + t > max_len:
+            raise ValueError(
+                f"{name}: {cache} overflow: len={filled} + T={t} exceeds max_len={max_len}; "
+                f"call init_state with max_len >= {filled + t}"
+            )
+        return filled
+
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
         raise NotImplementedError
 

@@ -31,6 +31,8 @@ KERNEL_PATHS = {"auto": None, "native": gdn_kernel.NATIVE, "via_kda": gdn_kernel
 
 
 class GatedDeltaNet(DeltaRuleMixer):
+    kernel_ops = gdn_kernel
+
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  expand_v: float = 1, conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "swish",
                  chunk_size: int = 64, norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0),
@@ -56,12 +58,6 @@ class GatedDeltaNet(DeltaRuleMixer):
 
     def output_gate_input(self, x):
         return self.g_proj(x) if self.output_gate != "none" else None
-
-    def kernel_ready(self, x):
-        usable, why_not = gdn_kernel.available()
-        if usable and not x.is_cuda:
-            return False, f"the input is on {x.device.type}, not CUDA"
-        return usable, why_not
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:

@@ -99,8 +99,13 @@ class DeltaRuleMixer(Mixer):
         """The pre-activation of the output gate, [B, T, HV·V], or None without a gate."""
         raise NotImplementedError
 
+    kernel_ops = None  # the op's kernel module (ops/<op>/kernel.py), set by each subclass
+
     def kernel_ready(self, x: torch.Tensor) -> tuple[bool, str]:
-        raise NotImplementedError
+        usable, why_not = self.kernel_ops.available()
+        if usable and not x.is_cuda:
+            return False, f"the input is on {x.device.type}, not CUDA"
+        return usable, why_not
 
     def pick_op(self, step: bool, use_kernel: bool, device) -> tuple[callable, str, dict]:
         """(function, what impl_ran records, extra kwargs) for a single decode step or a chunked pass."""
@@ -179,6 +184,8 @@ class DeltaRuleMixer(Mixer):
 
 
 class KDA(DeltaRuleMixer):
+    kernel_ops = kda_kernel
+
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "sigmoid", chunk_size: int = 64,
                  norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,
@@ -200,12 +207,6 @@ class KDA(DeltaRuleMixer):
 
     def output_gate_input(self, x):
         return self.g_proj(x) if self.output_gate != "none" else None
-
-    def kernel_ready(self, x):
-        usable, why_not = kda_kernel.available()
-        if usable and not x.is_cuda:
-            return False, f"the input is on {x.device.type}, not CUDA"
-        return usable, why_not
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:

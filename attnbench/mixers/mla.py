@@ -110,15 +110,7 @@ class MLA(Mixer):
             "c_kv": torch.empty(batch, max_len, self.kv_lora_rank, device="meta"),
             "k_rope": torch.empty(batch, max_len, self.rope_dim, device="meta"),
         })
-        filled = state.get("len")
-        if not isinstance(filled, int) or not 0 <= filled <= max_len:
-            raise ValueError(f"MLA: state['len'] must be an int in [0, max_len={max_len}]; got {filled!r}")
-        if filled + t > max_len:
-            raise ValueError(
-                f"MLA: latent cache overflow: len={filled} + T={t} exceeds max_len={max_len}; "
-                f"call init_state with max_len >= {filled + t}"
-            )
-        return filled
+        return self.cache_len(state, t, max_len, "latent cache")
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
