@@ -142,8 +142,10 @@ def sweep_main(argv: list[str] | None = None) -> int:
 
 def report_main(argv: list[str] | None = None) -> int:
     """attnbench-report RUNS_DIR: print the markdown table (val ppl and bits/byte per KDA:MLA ratio,
-    mean ± std over seeds, next to Kimi Linear Table 1) and write table.md, summary.csv, runs.csv,
-    env.json and the figure to results/<experiment>/<preset>_<device>_<date>/ (or --out)."""
+    mean ± std over seeds, next to Kimi Linear Table 1; for the synthetic experiment, accuracy per
+    task, mixer and length at the best lr, next to Kimi Linear Fig. 4) and write table.md,
+    summary.csv, runs.csv, env.json and the figures to results/<experiment>/<preset>_<device>_<date>/
+    (or --out)."""
     ap = argparse.ArgumentParser(prog="attnbench-report", description=report_main.__doc__)
     ap.add_argument("runs_dir", help="a sweep folder, e.g. runs/ratio_ablation/tiny")
     ap.add_argument("--out", default=None, help="output folder (default results/<experiment>/<preset>_<device>_<date>)")

@@ -31,3 +31,40 @@ def table1_rows() -> list[dict]:
     """The ratio rows as records: {arch, paper_train_ppl, paper_val_ppl}."""
     return [{"arch": ratio, "paper_train_ppl": train, "paper_val_ppl": val}
             for ratio, (train, val) in KIMI_LINEAR_TABLE1_RATIO.items()]
+
+
+# ---- Kimi Linear Fig. 4 (§5.1): synthetic tasks -------------------------------------------------
+# Values READ FROM THE FIGURE (not printed in the paper), in percent; setting: 2 layers, 2 heads,
+# head dim 128, lr grid {5e-5, 1e-4, 5e-4, 1e-3}, at most 20k steps, best lr per point, training
+# accuracy. Source: /work/shared/reference/paper_anchors.md §1b. The paper shows no attention row.
+KIMI_LINEAR_FIG4_CITATION = "Kimi Team, Kimi Linear (arXiv 2510.26692), Fig. 4 (values read from the figure)"
+
+# (task, mixer) -> {training length: accuracy %}; mixers as layer names (kda, gdn, mamba2).
+KIMI_LINEAR_FIG4_LENGTH = {
+    ("palindrome", "kda"): {256: 100.0, 512: 100.0, 1024: 100.0, 2048: 42.2},
+    ("palindrome", "gdn"): {256: 100.0, 512: 100.0, 1024: 97.0, 2048: 37.1},
+    ("palindrome", "mamba2"): {256: 100.0, 512: 0.0, 1024: 0.0, 2048: 0.0},
+    ("mqar", "kda"): {256: 100.0, 512: 100.0, 1024: 100.0, 2048: 47.6},
+    ("mqar", "gdn"): {256: 100.0, 512: 100.0, 1024: 78.7, 2048: 29.1},
+    ("mqar", "mamba2"): {256: 97.6, 512: 0.0, 1024: 0.0, 2048: 0.0},
+    ("stack", "kda"): {256: 100.0, 512: 100.0, 1024: 100.0, 2048: 100.0},
+    ("stack", "gdn"): {256: 100.0, 512: 100.0, 1024: 100.0, 2048: 100.0},
+    ("stack", "mamba2"): {256: 100.0, 512: 100.0, 1024: 0.0, 2048: 0.0},
+}
+
+# (task, mixer) -> accuracy % at length 1024 every 2k steps, 2k..20k (Fig. 4 bottom row).
+FIG4_STEPS = tuple(range(2000, 20001, 2000))
+KIMI_LINEAR_FIG4_STEPS = {
+    ("palindrome", "kda"): (18.2, 94.2, 98.9, 98.8, 99.6, 100, 100, 100, 100, 100),
+    ("palindrome", "gdn"): (0, 0, 0, 30.0, 61.9, 76.9, 82.8, 98.7, 99.4, 97.0),
+    ("mqar", "kda"): (93.4, 97.6, 99.1, 99.7, 100, 100, 100, 100, 100, 100),
+    ("mqar", "gdn"): (0, 0, 0, 0, 0, 3.5, 12.9, 22.6, 41.7, 78.7),
+    ("stack", "kda"): (58.9, 98.2, 99.4, 99.4, 99.6, 100, 100, 100, 100, 100),
+    ("stack", "gdn"): (0, 63.3, 94.4, 99.2, 100, 100, 100, 100, 100, 100),
+    **{(task, "mamba2"): (0,) * 10 for task in ("palindrome", "mqar", "stack")},
+}
+
+
+def fig4_accuracy(task: str, mixer: str, length: int) -> float | None:
+    """The paper's accuracy (%) for one cell of Fig. 4's top row, or None where it has none."""
+    return KIMI_LINEAR_FIG4_LENGTH.get((task, mixer), {}).get(int(length))

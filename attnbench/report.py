@@ -3,6 +3,8 @@
     attnbench-report runs/ratio_ablation/tiny
     -> results/ratio_ablation/<preset>_<device>_<date>/{table.md, summary.csv, runs.csv, env.json,
        ratio_ablation.png}
+
+Runs of the synthetic experiment (task data) get attnbench.synthetic_report instead.
 """
 from __future__ import annotations
 
@@ -115,11 +117,15 @@ def write_report(runs_dir: str | Path, out_root: str | Path = "results", out_dir
     df = results.collect(runs_dir)
     if df.empty:
         raise ValueError(f"no run folders (config.yaml / summary.json) under {runs_dir}")
-    text, table = markdown_report(df)
     h = header(df)
     name = f"{h['preset']}_{device_slug(h['device'])}_{h['date']}"
     out = Path(out_dir) if out_dir else Path(out_root) / str(h["experiment"]) / name
     out.mkdir(parents=True, exist_ok=True)
+    from attnbench import synthetic_report
+
+    if synthetic_report.is_synthetic(df):  # task runs: accuracy per (task, mixer, length), not ppl per ratio
+        return synthetic_report.write_synthetic_report(df, runs_dir, out, h)
+    text, table = markdown_report(df)
     (out / "table.md").write_text(text)
     table.to_csv(out / "summary.csv", index=False)
     df[[c for c in RUN_COLUMNS if c in df]].to_csv(out / "runs.csv", index=False)
