@@ -68,7 +68,7 @@ def best_over_lr(df: pd.DataFrame) -> pd.DataFrame:
                      "acc": best["acc"], "seq_acc": best["seq_acc"], "seeds": int(best["seeds"]),
                      "lrs": len(group), "paper_acc": fig4_accuracy(task, mixer, length)})
     table = pd.DataFrame(rows)
-    table["_t"] = table["data.task"].map(lambda t: _order(TASK_ORDER + [t], TASK_ORDER).index(t))
+    table["_t"] = table["data.task"].map(lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER))
     table["_m"] = table["mixer"].map(lambda m: MIXER_ORDER.index(m) if m in MIXER_ORDER else len(MIXER_ORDER))
     return table.sort_values(["_t", "_m", "trainer.seq_len"]).drop(columns=["_t", "_m"]).reset_index(drop=True)
 
@@ -97,10 +97,20 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def _legend(fig: Figure, axes) -> None:
+    """One legend for all panels (each panel may show different mixers), right of them."""
+    labelled = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    fig.legend(list(labelled.values()), list(labelled), loc="outside right upper", fontsize=7)
+
+
 def accuracy_vs_length_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """One panel per task: best-lr accuracy against length per mixer (solid), the paper's Fig. 4
     values dashed in the same colour where it has them."""
     tasks = _order(table["data.task"].unique(), TASK_ORDER)
+    lengths = sorted(int(n) for n in table["trainer.seq_len"].unique())
     fig = Figure(figsize=(3.6 * len(tasks), 3.4), layout="constrained")
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     colors = dict(zip(MIXER_ORDER, colormaps["tab10"].colors))
@@ -115,12 +125,13 @@ def accuracy_vs_length_figure(table: pd.DataFrame, title: str | None = None) -> 
                 ax.plot(paper["trainer.seq_len"], paper["paper_acc"], "s--", color=color, alpha=0.5,
                         label=f"{MIXER_NAMES.get(mixer, mixer)} (paper)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.set_ylim(-3, 103)
         ax.set_title(task)
         ax.set_xlabel("training length")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%), best lr")
-    axes[-1].legend(fontsize=7, loc="best")
+    _legend(fig, axes)
     fig.suptitle(title or "Accuracy vs length (dashed: Kimi Linear Fig. 4, read from the figure)")
     return fig
 
@@ -149,7 +160,7 @@ def accuracy_vs_steps_figure(metrics: pd.DataFrame, table: pd.DataFrame, length:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("val accuracy (%)")
-    axes[-1].legend(fontsize=7, loc="best")
+    _legend(fig, axes)
     fig.suptitle(title or f"Accuracy vs steps at length {length}")
     return fig
 
@@ -164,14 +175,14 @@ def step_metrics(df: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
 
 
 def markdown_report(df: pd.DataFrame, table: pd.DataFrame, h: dict) -> str:
-    from attnbench.report import first
-
+    vocab = df.dropna(subset=["data.task_vocab_size"]) if "data.task_vocab_size" in df else df.iloc[0:0]
+    vocabs = ", ".join(f"{t} {int(v)}" for t, v in vocab.groupby("data.task")["data.task_vocab_size"].first().items())
     commit = (h["git_commit"] or "unknown")[:10] + (" (dirty)" if h["git_dirty"] else "")
     failed = df[df["status"] != "finished"] if "status" in df else df.iloc[0:0]
     text = [f"# synthetic — preset {h['preset']}, {h['device']}, {h['date']}", "",
             f"{h['n_layers']} layers, d_model {h['d_model']}, {h['steps']} steps of batch {h['batch_size']}, "
             f"lrs per cell {int(table['lrs'].max()) if len(table) else 0}, seeds {int(table['seeds'].max()) if len(table) else 0}; "
-            f"torch {h['torch']}; commit {commit}; vocab per task as configured (mqar {first(df, 'data.task_vocab_size')}).",
+            f"torch {h['torch']}; commit {commit}; vocab {vocabs or 'the tasks defaults'}.",
             "", "Validation accuracy (%) on the scored positions at the best learning rate, "
             "ours (paper):", "", markdown_table(table),
             f"Paper values: {KIMI_LINEAR_FIG4_CITATION}; 2 layers, 2 heads, head dim 128, up to 20k steps, "
