@@ -20,6 +20,7 @@ import re
 
 import torch
 
+from ..availability import kernel_availability
 from ..kda import kernel as kda_kernel
 from ..kda.wy import check_inputs
 
@@ -36,13 +37,7 @@ def _import_kernels():
 @functools.lru_cache(maxsize=None)
 def available() -> tuple[bool, str]:
     """(True, "") when CUDA is there and fla's GDN kernels import, else (False, why not)."""
-    if not torch.cuda.is_available():
-        return False, "CUDA is not available (fla's Triton kernels need a GPU)"
-    try:
-        _import_kernels()
-    except Exception as err:
-        return False, f"fla.ops.gated_delta_rule is not importable ({type(err).__name__}: {err})"
-    return True, ""
+    return kernel_availability(_import_kernels, "fla.ops.gated_delta_rule")
 
 
 def triton_version() -> tuple[int, int, int]:

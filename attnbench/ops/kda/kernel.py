@@ -15,6 +15,7 @@ import functools
 
 import torch
 
+from ..availability import kernel_availability
 from .wy import check_inputs
 
 
@@ -28,13 +29,7 @@ def _import_kernels():
 @functools.lru_cache(maxsize=None)
 def available() -> tuple[bool, str]:
     """(True, "") when CUDA is there and fla's KDA kernels import, else (False, why not)."""
-    if not torch.cuda.is_available():
-        return False, "CUDA is not available (fla's Triton kernels need a GPU)"
-    try:
-        _import_kernels()
-    except Exception as err:  # ImportError, Triton driver errors: all mean "no"
-        return False, f"fla.ops.kda is not importable ({type(err).__name__}: {err})"
-    return True, ""
+    return kernel_availability(_import_kernels, "fla.ops.kda")
 
 
 def require(*tensors: torch.Tensor):

@@ -15,6 +15,7 @@ import functools
 
 import torch
 
+from ..availability import kernel_availability
 from .reference import check_ssd_inputs, compute_dtype
 
 
@@ -57,13 +58,7 @@ def _import_kernels():
 @functools.lru_cache(maxsize=None)
 def available() -> tuple[bool, str]:
     """(True, "") when CUDA is there and mamba_ssm's SSD kernels import, else (False, why not)."""
-    if not torch.cuda.is_available():
-        return False, "CUDA is not available (mamba_ssm's SSD kernels need an NVIDIA GPU)"
-    try:
-        _import_kernels()
-    except Exception as err:  # ImportError, OSError from the CUDA extension, Triton errors: all mean "no"
-        return False, f"mamba_ssm is not importable ({type(err).__name__}: {err})"
-    return True, ""
+    return kernel_availability(_import_kernels, "mamba_ssm's SSD kernels")
 
 
 def _require(*tensors: torch.Tensor):
