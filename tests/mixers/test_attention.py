@@ -1,7 +1,6 @@
 """Attention mixer: torch oracle, impl parity, decoding invariant, cache size, bad inputs."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnbench.mixers.attention import Attention
 from attnbench.mixers.base import state_nbytes

@@ -14,7 +14,6 @@ input is float64) and are differentiable in every input, including the initial s
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
