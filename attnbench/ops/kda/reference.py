@@ -14,7 +14,6 @@ input is float64) and are differentiable in every input, including the initial s
 """
 from __future__ import annotations
 
-
 import torch
 
 from .wy import check_inputs, delta_rule_chunks, expand_heads, from_chunks, to_chunks, working_dtype
