@@ -87,7 +87,7 @@ def hf_corpus(name: str | None, split: str, text_field: str, max_bytes: int | No
     try:
         import datasets  # noqa: F401
     except ImportError as e:
-        raise ImportError("source='hf' needs the Hugging Face `datasets` library: pip install datasets "
+        raise ImportError("source='hf' needs the Hugging Face `datasets` library: pip install 'attnbench[hf]' "
                           "(or use source='text' with local files)") from e
     ds = _load(name, split)
     if text_field not in ds.column_names:

@@ -93,7 +93,7 @@ def test_bin_split_by_file_name_and_llmc_header(tmp_path):
 
 def test_hf_without_datasets_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(ImportError, match=r"pip install 'attnbench\[hf\]'"):
         make_dataset("hf", hf_name="roneneldan/TinyStories", cache_dir=tmp_path)
 
 
