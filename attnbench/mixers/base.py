@@ -71,6 +71,13 @@ class Mixer(nn.Module):
             )
         return x.shape[0], x.shape[1]
 
+    def check_call(self, x: torch.Tensor, state: State | None) -> tuple[int, int]:
+        """check_input, plus, for mixers whose state has a fixed size, the state against init_state's."""
+        batch, t = self.check_input(x)
+        if state is not None:
+            self.check_state(state, self.init_state(batch, 0, device="meta"))
+        return batch, t
+
     def check_state(self, state: State, expected: State) -> None:
         """Raise if ``state`` does not have the keys and shapes that ``init_state`` would make."""
         for key, ref in expected.items():

@@ -110,9 +110,7 @@ class Mamba2(Mixer):
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
-        batch, T = self.check_input(x)
-        if state is not None:
-            self.check_state(state, self.init_state(batch, device="meta"))
+        batch, T = self.check_call(x, state)
         if T == 0:  # nothing to mix; the state is unchanged
             self.impl_ran = "none"
             return x.new_zeros(batch, 0, self.d_model), state
