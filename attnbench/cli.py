@@ -1,6 +1,7 @@
 """Command-line entry points (declared in pyproject.toml).
 
     attnbench-train  [overrides...]                 one run  (Hydra overrides: preset=tiny model=kda ...)
+    torchrun --nproc_per_node=N -m attnbench.cli train trainer.distributed=ddp|fsdp [overrides...]
     attnbench-sweep  EXPERIMENT [overrides...]      every point of experiments/EXPERIMENT.yaml
     attnbench-report RUNS_DIR [--out DIR]           table.md, summary.csv and the figure under results/
 
@@ -9,6 +10,7 @@ Each takes --help; train and sweep also --cfg (print the composed config and exi
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -105,15 +107,17 @@ def train_main(argv: list[str] | None = None) -> int:
 
     _interrupt_on_sigterm()
     summary = train(cfg)
-    print(f"{cfg.trainer.out_dir}: {summary['status']}"
-          + (f", val ppl {summary['final_val_ppl']:.3f}" if summary.get("final_val_ppl") else ""))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the same summary
+        print(f"{cfg.trainer.out_dir}: {summary['status']}"
+              + (f", val ppl {summary['final_val_ppl']:.3f}" if summary.get("final_val_ppl") else ""))
     return 0 if summary["status"] == "finished" else 2
 
 
 def sweep_main(argv: list[str] | None = None) -> int:
     """attnbench-sweep EXPERIMENT [--dry-run] [overrides...]: run every point of the experiment's
     Hydra sweep (hydra.sweeper.params); finished runs are skipped, interrupted ones resumed. Exits
-    1 if any run failed, after all ran."""
+    1 if any run failed, after all ran. launcher=local (default, one after another here), joblib
+    (several at once here), slurm or submitit_local chooses how the points run."""
     ap = _parser("attnbench-sweep", "attnbench-sweep [--help] [--dry-run] EXPERIMENT [overrides ...]",
                  sweep_main.__doc__)
     ap.add_argument("--help", "-h", action="store_true")

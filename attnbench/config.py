@@ -34,7 +34,8 @@ OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-LAUNCHERS = ("local",)
+DISTRIBUTED = ("none", "ddp", "fsdp")
+LAUNCHERS = ("local", "joblib", "slurm", "submitit_local")  # configs/launcher/*.yaml
 
 
 @dataclass
@@ -87,6 +88,7 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    distributed: str = "none"  # none | ddp | fsdp (launch with torchrun; attnbench.distributed)
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None: torch's default
     wandb: bool = False
     wandb_project: str = "attnbench"
@@ -96,9 +98,57 @@ class TrainerConfig:
 
 @dataclass
 class LauncherConfig:
-    name: str = "local"  # runs the sweep's points one after another in this process
+    """How attnbench-sweep runs the points (attnbench.launch). The scheduler options feed Hydra's
+    launcher plugin (hydra.launcher) by interpolation in configs/launcher/*.yaml. None means unset,
+    so an option given to a launcher it does not apply to fails instead of being ignored."""
+
+    name: str = "local"  # local: one after another in this process; see LAUNCHERS
     root: str = "runs"  # sweeps write <root>/<experiment>/<preset>/<point>/
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # swept as trainer.seed
+    n_jobs: Optional[int] = None  # joblib: runs at a time (None: one per GPU, else one per core)
+    partition: Optional[str] = None  # slurm
+    account: Optional[str] = None  # slurm
+    qos: Optional[str] = None  # slurm
+    gpus_per_node: Optional[int] = None  # slurm, submitit_local
+    cpus_per_task: Optional[int] = None  # slurm, submitit_local
+    mem_gb: Optional[int] = None  # slurm, submitit_local
+    tasks_per_node: Optional[int] = None  # slurm, submitit_local
+    nodes: Optional[int] = None  # slurm, submitit_local
+    timeout_min: Optional[int] = None  # slurm, submitit_local: the job's time limit
+    max_num_timeout: Optional[int] = None  # slurm: resubmissions after a time-out (the run resumes)
+    additional_parameters: Optional[dict[str, Any]] = None  # slurm: more sbatch options
+    setup: Optional[list[str]] = None  # slurm: shell lines run before the job (module load ...)
+
+
+SUBMITIT = ("slurm", "submitit_local")
+LAUNCHER_OPTIONS = {  # option -> the launchers it applies to
+    "n_jobs": ("joblib",), "partition": ("slurm",), "account": ("slurm",), "qos": ("slurm",),
+    "gpus_per_node": SUBMITIT, "cpus_per_task": SUBMITIT, "mem_gb": SUBMITIT, "tasks_per_node": SUBMITIT,
+    "nodes": SUBMITIT, "timeout_min": SUBMITIT, "max_num_timeout": ("slurm",),
+    "additional_parameters": ("slurm",), "setup": ("slurm",),
+}
+PLUGIN_HINT = ("the joblib, slurm and submitit_local launchers need Hydra's launcher plugins: "
+               "pip install 'attnbench[cluster]'")
+
+
+def check_launcher(la) -> None:
+    """launcher.name is known, and each scheduler option that is set belongs to that launcher."""
+    _one_of("launcher.name", la.name, LAUNCHERS)
+    _check("launcher.seeds", len(la.seeds) > 0, "a non-empty list of ints", list(la.seeds))
+    for key, launchers in LAUNCHER_OPTIONS.items():
+        value = getattr(la, key)
+        if value is not None and la.name not in launchers:
+            raise ValueError(f"launcher.{key} applies to launcher={' or launcher='.join(launchers)} only; "
+                             f"got launcher.{key}={value!r} with launcher.name={la.name!r}")
+    if la.n_jobs is not None:
+        _check("launcher.n_jobs", la.n_jobs > 0 or la.n_jobs == -1, "None, -1 (all cores) or a positive integer",
+               la.n_jobs)
+    for key in ("gpus_per_node", "cpus_per_task", "mem_gb", "max_num_timeout"):
+        value = getattr(la, key)
+        _check(f"launcher.{key}", value is None or value >= 0, "None or an integer >= 0", value)
+    for key in ("tasks_per_node", "nodes", "timeout_min"):
+        value = getattr(la, key)
+        _check(f"launcher.{key}", value is None or value > 0, "None or a positive integer", value)
 
 
 @dataclass
@@ -167,10 +217,10 @@ def validate(cfg: DictConfig | TrainConfig) -> None:
         _check(f"trainer.{name}", value > 0, "a positive integer", value)
     _one_of("trainer.device", t.device, DEVICES)
     _one_of("trainer.precision", t.precision, PRECISIONS)
+    _one_of("trainer.distributed", t.distributed, DISTRIBUTED)
     if t.threads is not None:
         _check("trainer.threads", t.threads > 0, "None or a positive integer", t.threads)
-    _one_of("launcher.name", la.name, LAUNCHERS)
-    _check("launcher.seeds", len(la.seeds) > 0, "a non-empty list of ints", list(la.seeds))
+    check_launcher(la)
     expand_layers(cfg.model)  # model.* checks: pattern/ratio, mixers, widths
 
 
@@ -187,7 +237,8 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
             cfg = hydra_compose(config_name, overrides=[search, *overrides], return_hydra_config=hydra_config)
         except ConfigCompositionException as exc:  # say why: Hydra keeps OmegaConf's reason in __cause__
             cause = f": {exc.__cause__}".replace("\n", " ") if exc.__cause__ is not None else ""
-            raise ValueError(f"{exc}{cause}") from exc
+            hint = f"{PLUGIN_HINT}. " if "hydra/launcher" in f"{exc}{cause}" else ""  # a plugin not installed
+            raise ValueError(f"{hint}{exc}{cause}") from exc
     if check:
         validate(cfg)
     return cfg

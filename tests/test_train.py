@@ -12,7 +12,8 @@ import yaml
 from attnbench import train as train_mod
 from attnbench.config import compose
 from attnbench.optim import build_optimizers, lr_factor, param_groups
-from attnbench.train import masked_mean, train
+from attnbench.evaluation import evaluate, scored_sum
+from attnbench.train import train
 from harness import losses, tiny_overrides
 
 
@@ -80,14 +81,14 @@ def test_resume_with_a_different_config_is_refused(tmp_path, cache):
 
 def test_non_finite_loss_marks_the_run_diverged(tmp_path, cache, monkeypatch):
     calls = {"n": 0}
-    real = train_mod.masked_mean
+    real = train_mod.scored_sum
 
     def poisoned(losses_, mask):
         calls["n"] += 1
         value = real(losses_, mask)
         return value * float("nan") if calls["n"] >= 4 else value
 
-    monkeypatch.setattr(train_mod, "masked_mean", poisoned)
+    monkeypatch.setattr(train_mod, "scored_sum", poisoned)
     out = tmp_path / "run"
     summary = train(compose(tiny_overrides(out, cache)))
     assert summary["status"] == "diverged" and summary["steps_done"] == 4
@@ -106,8 +107,8 @@ def test_an_exception_is_recorded_as_failed_with_its_traceback(tmp_path, cache):
 def test_masked_loss_counts_only_marked_positions():
     losses_ = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[False, True, True], [False, False, True]])
-    assert masked_mean(losses_, mask).item() == pytest.approx((2 + 3 + 6) / 3)
-    assert masked_mean(losses_, None).item() == pytest.approx(3.5)
+    assert scored_sum(losses_, mask).item() == pytest.approx(2 + 3 + 6)
+    assert scored_sum(losses_, None).item() == pytest.approx(21)
 
 
 def test_task_run_reports_position_and_sequence_accuracy(tmp_path, cache):
@@ -139,7 +140,7 @@ def test_evaluate_accuracy_against_a_hand_count():
             return logits, None
 
     trainer = SimpleNamespace(eval_batches=1, batch_size=2, seq_len=4)
-    out = train_mod.evaluate(Always1(), Data(), trainer, torch.device("cpu"), None)
+    out = evaluate(Always1(), Data(), trainer, torch.device("cpu"), None)
     assert out["val_acc"] == pytest.approx(3 / 5)  # masked targets 1,2,1 | 2,1 -> hits 1,1 | 1
     assert out["val_seq_acc"] == pytest.approx(0.0)  # each row has one miss
 
