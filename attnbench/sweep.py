@@ -1,4 +1,4 @@
-"""Sweeps: the Hydra multirun declared in an experiment file, run point by point in this process.
+"""Sweeps: the Hydra multirun declared in an experiment file, expanded into run folders.
 
 An experiment is a Hydra config, ``experiments/<name>.yaml`` (``# @package _global_``): fixed
 settings, plus ``hydra.sweeper.params`` in Hydra's sweep syntax (``key: a,b,c``, ``range(..)``).
@@ -10,23 +10,20 @@ Each point is a normal run folder, ``<launcher.root>/<experiment>/<preset>/<poin
 from its sweep values (attnbench.results.run_name), so a re-run finds it: finished (and
 diverged) runs are skipped, interrupted or failed ones resume from their last checkpoint.
 A failing point is recorded (summary.json: status failed, traceback) and the sweep goes on.
+How the points run (in this process, in parallel, on Slurm) is the launcher's business:
+attnbench.launch and configs/launcher/.
 """
 from __future__ import annotations
 
-import gc
-import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
-import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from attnbench import results
-from attnbench.config import EXPERIMENT_DIR, compose
+from attnbench import launch, results
+from attnbench.config import EXPERIMENT_DIR, check_launcher, compose
 
 
 def experiment_location(experiment: str | Path) -> tuple[Path, str, str]:
@@ -53,6 +50,8 @@ def plan(experiment: str | Path, overrides: list[str] = ()) -> tuple[list[dict],
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = [f"+{group}={option}", *fixed]
     cfg = compose(base, hydra_config=True, check=False, search_root=search_root)
+    check_launcher(cfg.launcher)  # a launcher mistake stops the sweep before any point runs
+    launch.check_plugin(cfg)
     node = OmegaConf.select(cfg, "hydra.sweeper.params")
     params = dict(OmegaConf.to_container(node, resolve=False)) if node is not None else {}
     sweep = [f"{k}={v}" for k, v in params.items()]
@@ -68,56 +67,18 @@ def plan(experiment: str | Path, overrides: list[str] = ()) -> tuple[list[dict],
     points = [{"name": results.run_name(job), "overrides": [*base, *job]} for job in jobs]
     for p in points:
         p["out_dir"] = str(folder / p["name"])
-    return points, {"experiment": name, "folder": str(folder), "search_root": str(search_root), "sweep": sweep}
-
-
-def run_point(point: dict, search_root: str, train_fn: Callable) -> dict:
-    """Compose and train one point; any exception becomes a failed summary, never a raise."""
-    out = Path(point["out_dir"])
-    try:
-        cfg = compose([*point["overrides"], f"trainer.out_dir='{out}'"], search_root=search_root)
-        return train_fn(cfg)
-    except Exception as exc:  # noqa: BLE001  (one point must not stop the sweep)
-        summary = results.read_json(out / "summary.json") or {}
-        if summary.get("status") != "failed":  # failed before train() could record it (e.g. a bad config)
-            out.mkdir(parents=True, exist_ok=True)
-            summary = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                       "overrides": point["overrides"]}
-            results.write_json(out / "summary.json", summary)
-        return summary
-    finally:  # the next point starts from a clean device and compiler cache
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if "torch._dynamo" in sys.modules:
-            torch._dynamo.reset()
+    return points, {"experiment": name, "folder": str(folder), "search_root": str(search_root), "sweep": sweep,
+                    "launcher": cfg.launcher.name, "base": base}
 
 
 def run_sweep(experiment: str | Path, overrides: list[str] = (), train_fn: Callable | None = None,
               echo: Callable[[str], None] = print) -> list[dict]:
-    """Run every point; return [{name, out_dir, status, skipped}] in sweep order."""
-    if train_fn is None:
-        from attnbench.train import train as train_fn
+    """Run every point through the configured launcher (attnbench.launch); return [{name,
+    out_dir, overrides, status, skipped}] in sweep order. ``train_fn`` (default
+    attnbench.train.train) must be picklable for the launchers that run points elsewhere."""
     points, info = plan(experiment, overrides)
     echo(f"{info['experiment']}: {len(points)} runs in {info['folder']}  (sweep: {' '.join(info['sweep'])})")
-    report = []
-    for i, point in enumerate(points, 1):
-        status = results.run_status(point["out_dir"])
-        if status in results.FINAL_STATUSES:
-            echo(f"[{i}/{len(points)}] {point['name']}: {status} earlier, skipped")
-            report.append({**point, "status": status, "skipped": True})
-            continue
-        verb = "resuming" if status else "starting"
-        echo(f"[{i}/{len(points)}] {point['name']}: {verb}")
-        start = time.perf_counter()
-        summary = run_point(point, info["search_root"], train_fn)
-        line = f"[{i}/{len(points)}] {point['name']}: {summary.get('status')} in {time.perf_counter() - start:.0f} s"
-        if summary.get("final_val_ppl") is not None:
-            line += f", val ppl {summary['final_val_ppl']:.3f}"
-        if summary.get("status") == "failed":
-            line += f"\n    {summary.get('error')}"
-        echo(line)
-        report.append({**point, "status": summary.get("status"), "skipped": False})
+    report = launch.run_points(points, info, train_fn, echo)
     failed = [r["name"] for r in report if r["status"] == "failed"]
     echo(f"{info['experiment']}: {len(report) - len(failed)} of {len(report)} ok"
          + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -149,7 +149,8 @@ def test_auto_precision_is_fp32_on_cpu():
     ("data.task=sorting", "data.task must be one of"),
     ("model.ratio='5:2'", "model.ratio"),
     ("model.n_layers=0", "model.n_layers"),
-    ("launcher.name=slurm", "launcher.name must be one of local"),
+    ("launcher.name=pbs", "launcher.name must be one of local, joblib, slurm, submitit_local"),
+    ("launcher.partition=gpu", "launcher.partition applies to launcher=slurm only"),
 ])
 def test_bad_overrides_name_the_field(override, message):
     with pytest.raises(ValueError) as info:
