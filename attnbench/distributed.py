@@ -134,6 +134,13 @@ def all_sum(world: World, values: list[float], device: torch.device) -> list[flo
     return t.tolist()
 
 
+def reduce_sum(world: World, t: torch.Tensor) -> torch.Tensor:
+    """Sum of a device tensor over ranks, queued on the device (no host sync); identity on one process."""
+    if world.mode != "none":
+        dist.all_reduce(t)
+    return t
+
+
 def wrap(model: nn.Module, world: World, amp_dtype: torch.dtype | None) -> nn.Module:
     """The module to call in training: DDP around the model, or the model sharded in place
     (each block, then the root with the embedding, norm and head) for FSDP. FSDP on CUDA with
@@ -168,12 +175,11 @@ def grad_sync(module: nn.Module, world: World, enabled: bool):
     yield
 
 
-def clip_grads(model: nn.Module, max_norm: float) -> float:
-    """Global gradient norm before clipping (a plain float also under FSDP's DTensors)."""
+def clip_grads(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Global gradient norm before clipping, a 0-dim tensor on the device (also under FSDP's
+    DTensors); reading it is left to the caller, as it syncs host and device."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return norm.item()
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def barrier(world: World) -> None:

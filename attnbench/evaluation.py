@@ -26,9 +26,9 @@ def scored_sum(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return losses.sum() if mask is None else (losses * mask.to(losses.dtype)).sum()
 
 
-def scored_count(mask: torch.Tensor | None, y: torch.Tensor) -> int:
-    """How many positions of a batch are scored."""
-    return y.numel() if mask is None else int(mask.sum())
+def scored_count_tensor(mask: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """How many positions of a batch are scored (a 0-dim tensor on the batch's device)."""
+    return torch.tensor(y.numel(), device=y.device) if mask is None else mask.sum()
 
 
 def fetch(data, split: str, index: int, batch_size: int, seq_len: int, rows: slice, device) -> tuple:

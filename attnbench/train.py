@@ -29,7 +29,7 @@ from attnbench import distributed as dist
 from attnbench import results
 from attnbench.checkpoint import load_checkpoint, save_checkpoint
 from attnbench.config import validate
-from attnbench.evaluation import evaluate, fetch, scored_count, scored_sum, token_losses
+from attnbench.evaluation import evaluate, fetch, scored_count_tensor, scored_sum, token_losses
 from attnbench.optim import build_optimizers, lr_factor, set_lr
 from attnbench.runlog import append_metrics, memory_gb, open_wandb, write_env
 
@@ -59,6 +59,15 @@ def build_data(data, seq_len: int):
         hf_split=data.hf_split, hf_text_field=data.hf_text_field, tokenizer=data.tokenizer,
         bpe_vocab_size=data.bpe_vocab_size, val_fraction=data.val_fraction, max_bytes=data.max_bytes,
         cache_dir=data.cache_dir, seed=data.seed)
+
+
+def scored_total(world: dist.World, batches: list, tokens_per_step: int, device):
+    """Scored positions in this step over all ranks: known without counting for language-model
+    data (every position), summed over ranks on the device for masked task data."""
+    if all(mask is None for _, _, mask in batches):
+        return tokens_per_step
+    local = sum(scored_count_tensor(mask, y) for _, y, mask in batches)
+    return dist.reduce_sum(world, local.float()).clamp(min=1)
 
 
 def resolved_config(cfg, model) -> dict:
@@ -160,15 +169,14 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
         set_lr(optimizers, o.lr * lr_factor(step, o, t.steps))
         batches = [fetch(data, "train", step * t.grad_accum + micro, t.batch_size, t.seq_len, rows, device)
                    for micro, rows in pieces]
-        scored = dist.all_sum(world, [sum(scored_count(mask, y) for _, y, mask in batches)], device)[0]
-        loss_sum = aux_sum = 0.0
+        scored = scored_total(world, batches, tokens_per_step, device)
+        totals = torch.zeros(2, device=device)  # (loss, aux) of this rank, kept on the device: no sync
         for i, (x, y, mask) in enumerate(batches):
             with dist.grad_sync(trained, world, enabled=i == len(batches) - 1):
                 losses, _ = token_losses(forward, x, y, amp_dtype)
-                part, aux = scored_sum(losses, mask) / max(scored, 1), model.aux_loss() / len(batches)
+                part, aux = scored_sum(losses, mask) / scored, model.aux_loss() / len(batches)
                 (part * world.size + aux).backward()  # DDP/FSDP average over ranks: x world.size sums
-            loss_sum, aux_sum = loss_sum + part.item(), aux_sum + float(aux) / world.size
-        loss_sum, aux_sum = dist.all_sum(world, [loss_sum, aux_sum], device)
+            totals += torch.stack([part.detach(), aux.detach() / world.size])
         grad_norm = dist.clip_grads(model, o.grad_clip or math.inf)
         for opt in optimizers:
             opt.step()
@@ -177,19 +185,25 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
         bar.update(1)
         if step == start + 1 and main:  # the impls are known once a forward has run; each session rewrites it
             write_env(out, model, resumed_from=start, world_size=world.size, distributed=world.mode)
-        if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
+        # Read the numbers back (a host-device sync) only on steps that log, evaluate or save, so
+        # the host keeps queueing kernels ahead of the GPU in between; divergence is caught there.
+        synced = any(step % every == 0 for every in (t.log_every, t.eval_every, t.checkpoint_every)) or step == t.steps
+        record = {"step": step, "lr": optimizers[0].param_groups[0]["lr"]}
+        if synced:
+            loss_sum, aux_sum = dist.reduce_sum(world, totals).tolist()
+            record.update(loss=loss_sum, grad_norm=grad_norm.item())
+            if aux_sum:
+                record["aux_loss"] = aux_sum
+        if synced and not (math.isfinite(loss_sum) and math.isfinite(record["grad_norm"])):
             bar.close()
             summary.update(status="diverged", steps_done=step, final_train_loss=loss_sum,
-                           error=f"non-finite loss {loss_sum} / grad norm {grad_norm} at step {step}")
+                           error=f"non-finite loss {loss_sum} / grad norm {record['grad_norm']} at step {step}")
             if main:
-                append_metrics(out, {"step": step, "loss": loss_sum, "grad_norm": grad_norm})
+                append_metrics(out, {"step": step, "loss": loss_sum, "grad_norm": record["grad_norm"]})
                 results.write_json(out / "summary.json", summary)
             return summary
 
         # ---- log, evaluate, checkpoint -------------------------------------------------------
-        record = {"step": step, "loss": loss_sum, "lr": optimizers[0].param_groups[0]["lr"], "grad_norm": grad_norm}
-        if aux_sum:
-            record["aux_loss"] = aux_sum
         if step % t.log_every == 0 or step == t.steps:
             if device.type == "cuda":
                 torch.cuda.synchronize()

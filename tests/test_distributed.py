@@ -120,6 +120,16 @@ def test_fsdp_on_2_processes_matches_one_process(tmp_path, cache, single):
     assert again["final_val_loss"] == pytest.approx(curve(out)[6][1], abs=TOL)
 
 
+def test_ddp_on_task_data_weighs_every_scored_position_once(tmp_path, cache):
+    """Masked (stack) data: scored positions differ per row (1, 1, 1, 0 in the first batch), so the loss is normalised by
+    the count over both ranks, not averaged per rank; the curve equals one process's."""
+    task = ["task=stack", "trainer.steps=4"]
+    reference, out = tmp_path / "single", tmp_path / "ddp"
+    train(compose([*overrides(reference, cache), *task]))
+    torchrun([*overrides(out, cache), *task, "trainer.distributed=ddp"])
+    assert_same_curve(reference, out)
+
+
 # ---- resume across world sizes ----------------------------------------------------------------
 def interrupt_after(step_limit: int):
     def on_step(step, record):
