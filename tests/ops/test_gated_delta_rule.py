@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.ops.compare import rel_rms
-from attnbench.ops.gated_delta_rule.reference import gdn_chunked, gdn_recurrent
+from attnbench.ops.gated_delta_rule.reference import PairDecay, gdn_chunked, gdn_recurrent
 from attnbench.ops.kda.reference import kda_chunked, kda_recurrent
 
 from .delta_cases import assert_close, make_inputs, run
@@ -28,6 +28,17 @@ def test_chunk_size_does_not_change_the_result(chunk_size):
     want = run(gdn_recurrent, inputs)
     got = run(gdn_chunked, inputs, chunk_size=chunk_size)
     assert_close(got, want, 1e-8)
+
+
+def test_pair_decay_values_and_gradient():
+    """P[i, j] = e^{Γ_i - Γ_j} below and on the diagonal, 0 above; its hand-written backward
+    against finite differences (gradcheck, float64)."""
+    gamma = (-torch.rand(2, 3, 9, dtype=torch.float64)).cumsum(-1).requires_grad_()
+    P = PairDecay.apply(gamma, torch.float64)
+    i, j = torch.tril_indices(9, 9)
+    assert torch.equal(P.triu(1), torch.zeros_like(P))
+    assert torch.allclose(P[..., i, j], (gamma[..., i] - gamma[..., j]).exp(), rtol=1e-15, atol=0)
+    assert torch.autograd.gradcheck(lambda x: PairDecay.apply(x, torch.float64), (gamma,))
 
 
 def _with_gate_broadcast(kda_fn):

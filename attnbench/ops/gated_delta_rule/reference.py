@@ -65,17 +65,40 @@ def gdn_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
     gamma = g.to(torch.float64).cumsum(-1)[..., None]  # [B, HV, N, C, 1]
     gamma_end = gamma[..., -1:, :]  # Γ_C [B, HV, N, 1, 1]
     decay = lambda exponent: exponent.to(dtype).exp()  # noqa: E731
-    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
-    pair_decay = decay(torch.where(causal, gamma - gamma.transpose(-1, -2), -math.inf))  # e^{Γ_i - Γ_j} [.., C, C]
+    pair_decay = PairDecay.apply(gamma[..., 0], dtype)  # e^{Γ_i - Γ_j} for j <= i, else 0 [.., C, C]
+    q, decay_in = q * scale, decay(gamma)  # scale folded into q; e^Γ [B, HV, N, C, 1]
     o, S = delta_rule_chunks(
-        q_in=q * scale * decay(gamma),
-        k_in=k * decay(gamma),
+        q_in=q * decay_in,
+        k_in=k * decay_in,
         k_out=k * decay(gamma_end - gamma),
         v=v,
         beta=beta,
         A_kk=k @ k.transpose(-1, -2) * pair_decay,  # the UT solve reads only its strict lower part
-        A_qk=(q * scale) @ k.transpose(-1, -2) * pair_decay,
+        A_qk=q @ k.transpose(-1, -2) * pair_decay,
         state_decay=decay(gamma_end),  # [B, HV, N, 1, 1]
         S0=S0,
     )
     return from_chunks(o, T).to(v.dtype), (S if output_final_state else None)
+
+
+class PairDecay(torch.autograd.Function):
+    """P[i, j] = e^{Γ_i - Γ_j} for j <= i, else 0, from Γ [..., C] (float64) as [..., C, C] in ``dtype``.
+
+    The exponents are differences of float64 Γ (see gdn_chunked), but autograd through a float64
+    [C, C] subtraction, mask and cast cost more than the rest of the forward; the gradient is
+    simple: dΓ_i = Σ_j dP_ij P_ij - Σ_j dP_ji P_ji, all in ``dtype`` on the [C, C] side.
+    """
+
+    @staticmethod
+    def forward(ctx, gamma, dtype):
+        C = gamma.shape[-1]
+        above = torch.ones(C, C, dtype=torch.bool, device=gamma.device).triu(1)
+        P = (gamma[..., :, None] - gamma[..., None, :]).to(dtype).masked_fill_(above, -math.inf).exp_()
+        ctx.save_for_backward(P)
+        return P
+
+    @staticmethod
+    def backward(ctx, dP):
+        (P,) = ctx.saved_tensors
+        X = dP * P
+        return (X.sum(-1) - X.sum(-2)).to(torch.float64), None

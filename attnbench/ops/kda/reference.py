@@ -63,10 +63,11 @@ def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
     gamma = g.to(torch.float64).cumsum(-2)
     gamma_end = gamma[..., -1:, :]  # Γ_C [B, HV, N, 1, K]
     decay = lambda exponent: exponent.to(dtype).exp()  # noqa: E731
-    A_qk, A_kk = intra_chunk_scores(q * scale, k, gamma)
+    q, decay_in = q * scale, decay(gamma)  # scale folded into q; e^Γ [B, HV, N, C, K]
+    A_qk, A_kk = intra_chunk_scores(q, k, gamma)
     o, S = delta_rule_chunks(
-        q_in=q * scale * decay(gamma),
-        k_in=k * decay(gamma),
+        q_in=q * decay_in,
+        k_in=k * decay_in,
         k_out=k * decay(gamma_end - gamma),
         v=v,
         beta=beta,
