@@ -2,9 +2,10 @@
 
 An experiment is a Hydra config, ``experiments/<name>.yaml`` (``# @package _global_``): fixed
 settings, plus ``hydra.sweeper.params`` in Hydra's sweep syntax (``key: a,b,c``, ``range(..)``).
-The grid is expanded by Hydra's own basic sweeper (cartesian product, in file order); sweep
-overrides on the command line (``trainer.seed=0,1``) replace or add dimensions, plain ones apply
-to every point. Unless ``trainer.seed`` is swept or set, ``launcher.seeds`` is swept as it.
+The grid is expanded by Hydra's own basic sweeper (cartesian product, in file order). On the
+command line a sweep (``trainer.seed=0,1``) replaces or adds a dimension, a plain value of a
+swept key (``task=mqar``) pins that dimension to one value, and other plain overrides apply to
+every point. Unless ``trainer.seed`` is swept or set, ``launcher.seeds`` is swept as it.
 
 Each point is a normal run folder, ``<launcher.root>/<experiment>/<preset>/<point>``, named
 from its sweep values (attnbench.results.run_name), so a re-run finds it: finished (and
@@ -47,20 +48,22 @@ def plan(experiment: str | Path, overrides: list[str] = ()) -> tuple[list[dict],
     search_root, group, option = experiment_location(experiment)
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    base = [f"+{group}={option}", *fixed]
-    cfg = compose(base, hydra_config=True, check=False, search_root=search_root)
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = compose([f"+{group}={option}", *plain], hydra_config=True, check=False, search_root=search_root)
     check_launcher(cfg.launcher)  # a launcher mistake stops the sweep before any point runs
     launch.check_plugin(cfg)
     node = OmegaConf.select(cfg, "hydra.sweeper.params")
     params = dict(OmegaConf.to_container(node, resolve=False)) if node is not None else {}
-    sweep = [f"{k}={v}" for k, v in params.items()]
-    for o in parsed:  # a sweep on the command line replaces the file's dimension for that key
-        if o.is_sweep_override():
-            sweep = [s for s in sweep if _key(parser.parse_override(s)) != _key(o)] + [o.input_line]
-    keys = {_key(parser.parse_override(s)) for s in sweep} | {_key(o) for o in parsed}
-    if "trainer.seed" not in keys:
-        sweep.append("trainer.seed=" + ",".join(str(s) for s in cfg.launcher.seeds))
+    # A command-line override of a swept key (or of the seed) replaces that dimension, a plain
+    # value pinning it to one point; it stays a dimension so that the run folders keep its name.
+    dimensions = {k: f"{k}={v}" for k, v in params.items()}
+    swept = set(dimensions) | {"trainer.seed"}
+    cli = {_key(o): o.input_line for o in parsed if o.is_sweep_override() or _key(o) in swept}
+    base = [f"+{group}={option}", *(o.input_line for o in parsed if _key(o) not in cli)]
+    dimensions.update(cli)
+    if "trainer.seed" not in dimensions:
+        dimensions["trainer.seed"] = "trainer.seed=" + ",".join(str(s) for s in cfg.launcher.seeds)
+    sweep = list(dimensions.values())
     jobs = BasicSweeper.split_arguments(parser.parse_overrides(sweep), None)[0] if sweep else [[]]
     name = cfg.experiment or option
     folder = Path(cfg.launcher.root) / name / cfg.preset

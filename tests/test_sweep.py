@@ -45,8 +45,13 @@ def test_plan_names_points_from_their_sweep_values(experiment, tmp_path):
     points, _ = sweep.plan(experiment, [*overrides(tmp_path), "model.mixers.attn.n_heads=1,2", "launcher.seeds=[0,1]"])
     assert [p["name"] for p in points] == ["n_heads=1,seed=0", "n_heads=1,seed=1", "n_heads=2,seed=0",
                                            "n_heads=2,seed=1"]
-    points, _ = sweep.plan(experiment, [*overrides(tmp_path), "trainer.seed=7"])  # a fixed seed: no seed dimension
-    assert [p["name"] for p in points] == ["n_heads=2", "n_heads=3"]
+    # a plain value of a swept key (or of the seed) pins that dimension, and the folder still names it:
+    # a later run with another value must not find these folders and skip
+    points, _ = sweep.plan(experiment, [*overrides(tmp_path), "trainer.seed=7"])
+    assert [p["name"] for p in points] == ["n_heads=2,seed=7", "n_heads=3,seed=7"]
+    points, _ = sweep.plan(experiment, [*overrides(tmp_path), "model.mixers.attn.n_heads=2"])
+    assert [p["name"] for p in points] == ["n_heads=2,seed=0"]
+    assert points[0]["overrides"].count("model.mixers.attn.n_heads=2") == 1
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish_and_rerun_skips(experiment, tmp_path, capsys):
