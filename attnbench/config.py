@@ -105,7 +105,8 @@ class LauncherConfig:
     name: str = "local"  # local: one after another in this process; see LAUNCHERS
     root: str = "runs"  # sweeps write <root>/<experiment>/<preset>/<point>/
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # swept as trainer.seed
-    n_jobs: Optional[int] = None  # joblib: runs at a time (None: one per GPU, else one per core)
+    n_jobs: Optional[int] = None  # joblib: runs at a time (None: runs_per_gpu per GPU, else one per core)
+    runs_per_gpu: Optional[int] = None  # joblib: runs sharing one GPU (None: 1); small models leave a GPU idle
     partition: Optional[str] = None  # slurm
     account: Optional[str] = None  # slurm
     qos: Optional[str] = None  # slurm
@@ -122,7 +123,7 @@ class LauncherConfig:
 
 SUBMITIT = ("slurm", "submitit_local")
 LAUNCHER_OPTIONS = {  # option -> the launchers it applies to
-    "n_jobs": ("joblib",), "partition": ("slurm",), "account": ("slurm",), "qos": ("slurm",),
+    "n_jobs": ("joblib",), "runs_per_gpu": ("joblib",), "partition": ("slurm",), "account": ("slurm",), "qos": ("slurm",),
     "gpus_per_node": SUBMITIT, "cpus_per_task": SUBMITIT, "mem_gb": SUBMITIT, "tasks_per_node": SUBMITIT,
     "nodes": SUBMITIT, "timeout_min": SUBMITIT, "max_num_timeout": ("slurm",),
     "additional_parameters": ("slurm",), "setup": ("slurm",),
@@ -146,7 +147,7 @@ def check_launcher(la) -> None:
     for key in ("gpus_per_node", "cpus_per_task", "mem_gb", "max_num_timeout"):
         value = getattr(la, key)
         _check(f"launcher.{key}", value is None or value >= 0, "None or an integer >= 0", value)
-    for key in ("tasks_per_node", "nodes", "timeout_min"):
+    for key in ("runs_per_gpu", "tasks_per_node", "nodes", "timeout_min"):
         value = getattr(la, key)
         _check(f"launcher.{key}", value is None or value > 0, "None or a positive integer", value)
 

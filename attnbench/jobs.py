@@ -81,20 +81,22 @@ _LAST_GPU: list[int] = []  # the GPU this process trained on last
 
 
 @contextmanager
-def claimed_gpu(lock_dir: Path, poll_s: float = 2.0) -> Iterator[int]:
-    """Hold one GPU no other job of this sweep holds (waiting for one to free up); make it current.
+def claimed_gpu(lock_dir: Path, runs_per_gpu: int = 1, poll_s: float = 2.0) -> Iterator[int]:
+    """Hold one of a GPU's ``runs_per_gpu`` slots that no other job of this sweep holds (waiting
+    for one to free up); make that GPU current. Free GPUs are filled before shared ones.
 
     torch.cuda.set_device rather than CUDA_VISIBLE_DEVICES: loky reuses worker processes, and CUDA
     reads that variable once per process, so a second job in the same worker could not move. The
     worker's last GPU is tried first: each GPU it touches keeps a CUDA context (~0.5-1 GiB, seen
-    on H100), so with n_jobs <= GPUs every worker stays on one."""
+    on H100), so with n_jobs <= GPUs x runs_per_gpu every worker stays on one."""
     count = torch.cuda.device_count()
-    order = _LAST_GPU + [i for i in range(count) if i not in _LAST_GPU]
+    gpus = _LAST_GPU + [i for i in range(count) if i not in _LAST_GPU]
+    slots = [(index, slot) for slot in range(runs_per_gpu) for index in gpus]  # every GPU's slot 0 first
     lock_dir.mkdir(parents=True, exist_ok=True)
     waiting = False
     while True:
-        for index in order:
-            fd = _try_lock(lock_dir / f"gpu{index}.lock")
+        for index, slot in slots:
+            fd = _try_lock(lock_dir / (f"gpu{index}.lock" if slot == 0 else f"gpu{index}.{slot}.lock"))
             if fd is None:
                 continue
             try:
@@ -105,7 +107,7 @@ def claimed_gpu(lock_dir: Path, poll_s: float = 2.0) -> Iterator[int]:
                 os.close(fd)  # releases the flock
             return
         if not waiting:
-            print(f"[pid {os.getpid()}] all {count} GPUs busy; waiting for one", flush=True)
+            print(f"[pid {os.getpid()}] all {count} GPUs x {runs_per_gpu} runs busy; waiting for a slot", flush=True)
             waiting = True
         time.sleep(poll_s)
 
@@ -132,7 +134,8 @@ class PointTask:
 
         def run():
             if wants_own_gpu(cfg):
-                with claimed_gpu(Path(cfg.trainer.out_dir).parent / ".gpu_locks") as index:
+                lock_dir = Path(cfg.trainer.out_dir).parent / ".gpu_locks"
+                with claimed_gpu(lock_dir, cfg.launcher.runs_per_gpu or 1) as index:
                     print(f"{cfg.trainer.out_dir}: GPU {index}", flush=True)
                     return train_fn(cfg)
             return train_fn(cfg)

@@ -99,13 +99,13 @@ def _checked(todo: list, n: int, info: dict, echo) -> tuple[list, dict[int, dict
 
 def _machine_share(cfg, n_points: int) -> tuple[list[str], list[str]]:
     """(overrides for the sweep config, extra overrides for every job) for the launchers that
-    run several points on this machine at once. joblib's n_jobs None means one job per GPU, or
-    one per CPU core. Runs on CPU get cores // (runs at once) threads unless trainer.threads is
+    run several points on this machine at once. joblib's n_jobs None means runs_per_gpu jobs per
+    GPU, or one per CPU core. Runs on CPU get cores // (runs at once) threads unless trainer.threads is
     set: torch's default of all cores per process would make the runs fight over the cores."""
     cores = os.cpu_count() or 1
     if cfg.launcher.name == "joblib":
         gpus = torch.cuda.device_count() if cfg.trainer.device != "cpu" else 0  # NVML: no CUDA context here
-        n_jobs = cfg.launcher.n_jobs or gpus or cores
+        n_jobs = cfg.launcher.n_jobs or gpus * (cfg.launcher.runs_per_gpu or 1) or cores
         n_jobs = cores if n_jobs == -1 else n_jobs
         sweep, at_once, on_cpu = [f"launcher.n_jobs={n_jobs}"], min(n_jobs, n_points), not gpus
     elif cfg.launcher.name == "submitit_local":  # every job starts at once

@@ -2,6 +2,7 @@
 2-point sweep of tiny runs; re-runs skip finished points; failures stay per point."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -12,9 +13,9 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from attnbench import jobs, sweep
+from attnbench import jobs, launch, sweep
 from attnbench.cli import sweep_main
-from attnbench.config import CONFIG_DIR
+from attnbench.config import CONFIG_DIR, check_launcher
 from attnbench.config import compose as attn_compose
 from test_sweep import EXPERIMENT, overrides
 
@@ -148,3 +149,26 @@ def test_gpu_claims_are_exclusive_and_released(tmp_path, monkeypatch):
             assert third == second  # freed by the job that ended
     with jobs.claimed_gpu(tmp_path) as again:
         assert again == third  # a worker keeps to its last GPU (one CUDA context per process)
+
+
+def test_gpu_slots_fill_every_gpu_before_sharing_one(tmp_path, monkeypatch):
+    """launcher.runs_per_gpu=2 on 2 GPUs: the first two jobs get a GPU each, the next two share
+    them, and a fifth has to wait (it would block: checked through the lock files instead)."""
+    monkeypatch.setattr(jobs, "_LAST_GPU", [])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    with contextlib.ExitStack() as held:
+        got = [held.enter_context(jobs.claimed_gpu(tmp_path, runs_per_gpu=2)) for _ in range(4)]
+        assert sorted(got[:2]) == [0, 1] and sorted(got[2:]) == [0, 1]
+        assert all(jobs._try_lock(lock) is None for lock in tmp_path.glob("gpu*.lock"))  # all 4 slots held
+        assert len(list(tmp_path.glob("gpu*.lock"))) == 4
+
+
+def test_runs_per_gpu_sets_the_jobs_at_once_and_is_checked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cfg = attn_compose(["launcher=joblib", "launcher.runs_per_gpu=4", "trainer.device=auto"], check=False)
+    assert launch._machine_share(cfg, n_points=20) == (["launcher.n_jobs=8"], [])
+    with pytest.raises(ValueError, match="launcher.runs_per_gpu"):
+        check_launcher(attn_compose(["launcher=joblib", "launcher.runs_per_gpu=0"], check=False).launcher)
+    with pytest.raises(ValueError, match="launcher.runs_per_gpu applies to launcher=joblib"):
+        check_launcher(attn_compose(["launcher.runs_per_gpu=2"], check=False).launcher)
