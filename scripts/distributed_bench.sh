@@ -15,14 +15,7 @@ OUT=${1:-${OUT:-distributed_bench_out}}
 WORK=${WORK:-/tmp/attnbench_distributed}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/distributed_bench.log"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
-if ! python3 -c "import fla, hydra" 2>/dev/null; then  # the device image lacks them: wheels in .whl/
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="/tmp/site:$PYTHONPATH"
-fi
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
-[ -f .triton_cache.tar.xz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xJf .triton_cache.tar.xz -C "$TRITON_CACHE_DIR"
+source scripts/gpu_env.sh >>"$LOG" 2>&1  # env, wheels from .whl/, Triton cache
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee -a "$LOG"
 
 python3 -m attnbench.bench.scaling --archs "${ARCHS:-attn,kda_mla_3to1}" --gpus 1 2 --modes none ddp fsdp \

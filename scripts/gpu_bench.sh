@@ -25,22 +25,7 @@ OUT=${1:-${OUT:-gpu_bench_out}}
 WORK=${WORK:-/tmp/attnbench_gpu_bench}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_bench.log"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
-
-if ! python3 -c "import fla, hydra" 2>/dev/null; then
-  echo "installing .whl/*.whl into /tmp/site" | tee -a "$LOG"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="/tmp/site:$PYTHONPATH"
-fi
-
-# Triton compiles and autotunes fla's and mamba_ssm's kernels on first use: about 4 minutes on a
-# fresh machine (chunk_kda's backward alone 111 s, mamba's chunk scan 77 s; H200, 2026-11-26).
-# Keep compiled kernels and autotune choices on disk so every stage after the first reuses them,
-# and carry them between device sessions as .triton_cache.tar.xz (SAVE_CACHE=1 writes it to $OUT
-# in 15 MB parts, under the tool's 16 MiB a file: `cat tc.part.* > .triton_cache.tar.xz`).
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
-[ -f .triton_cache.tar.xz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xJf .triton_cache.tar.xz -C "$TRITON_CACHE_DIR"
+source scripts/gpu_env.sh >>"$LOG" 2>&1  # env, wheels from .whl/, Triton cache
 STAGES=${STAGES:-parity throughput decode mixer_overhead prefill throughput_compiled}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 

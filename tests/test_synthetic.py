@@ -22,14 +22,17 @@ MIXERS = {"K": "kda", "G": "gdn", "S": "mamba2", "A": "attn"}
 
 
 # ---- (c) the experiments' points compose -------------------------------------------------------
-@pytest.mark.parametrize("name, preset, lengths, lrs", [
-    ("synthetic", "paper", [256, 512, 1024, 2048], [5e-5, 1e-4, 5e-4, 1e-3]),
-    ("synthetic_tiny", "tiny", [64, 128, 256], [1e-3, 3e-3]),
+ALL_TASKS = ["palindrome", "mqar", "stack", "dyck", "passkey"]
+
+
+@pytest.mark.parametrize("name, preset, tasks, lengths, lrs", [
+    ("synthetic", "paper", ALL_TASKS, [256, 512, 1024, 2048], [5e-5, 1e-4, 5e-4, 1e-3]),
+    ("synthetic_tiny", "tiny", ALL_TASKS, [64, 128, 256], [1e-3, 3e-3]),
+    ("synthetic_short", "short", ["mqar", "palindrome", "stack"], [256, 512, 1024, 2048], [1e-3]),
 ])
-def test_synthetic_points_cover_tasks_mixers_lengths_and_lrs(name, preset, lengths, lrs):
+def test_synthetic_points_cover_tasks_mixers_lengths_and_lrs(name, preset, tasks, lengths, lrs):
     points, info = sweep.plan(name)
     assert info["experiment"] == "synthetic" and info["folder"].endswith(f"synthetic/{preset}")
-    tasks = ["palindrome", "mqar", "stack", "dyck", "passkey"]
     assert len(points) == len(tasks) * len(MIXERS) * len(lengths) * len(lrs)
     assert len({p["out_dir"] for p in points}) == len(points)  # every point its own folder
     seen = set()
@@ -41,7 +44,7 @@ def test_synthetic_points_cover_tasks_mixers_lengths_and_lrs(name, preset, lengt
         assert cfg.model.mixers[layers[0]].get("n_heads", 2) == 2  # the paper's 2 heads (mamba2: d/headdim)
         seen.add((cfg.data.task, layers[0]))
     assert {t for t, _ in seen} == set(tasks) and {m for _, m in seen} == set(MIXERS.values())
-    if name == "synthetic":  # the paper's setting: head dim 128, Mamba2 with 2 heads of 128 too
+    if name != "synthetic_tiny":  # the paper's setting: head dim 128, Mamba2 with 2 heads of 128 too
         assert cfg.model.mixers.kda.head_dim == 128 and cfg.model.d_model == 256
         assert cfg.model.d_model * cfg.model.mixers.mamba2.expand // cfg.model.mixers.mamba2.headdim == 2
 
