@@ -17,19 +17,10 @@ from attnbench import jobs, launch, sweep
 from attnbench.cli import sweep_main
 from attnbench.config import CONFIG_DIR, check_launcher
 from attnbench.config import compose as attn_compose
-from test_sweep import EXPERIMENT, overrides
+from test_sweep import experiment, overrides  # noqa: F401  (experiment: the heads 2 / 3 sweep fixture)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-
-
-@pytest.fixture()
-def experiment(tmp_path):
-    """test_sweep's experiment: attention heads 2 (fine) and 3 (fails in train)."""
-    path = tmp_path / "experiments" / "heads.yaml"
-    path.parent.mkdir()
-    path.write_text(EXPERIMENT)
-    return path
 
 
 def summary(run_dir: Path) -> dict:
