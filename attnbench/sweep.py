@@ -56,7 +56,7 @@ def plan(experiment: str | Path, overrides: list[str] = ()) -> tuple[list[dict],
     params = dict(OmegaConf.to_container(node, resolve=False)) if node is not None else {}
     # A command-line override of a swept key (or of the seed) replaces that dimension, a plain
     # value pinning it to one point; it stays a dimension so that the run folders keep its name.
-    dimensions = {k: f"{k}={v}" for k, v in params.items()}
+    dimensions = {_key(parser.parse_override(f"{k}={v}")): f"{k}={v}" for k, v in params.items()}
     swept = set(dimensions) | {"trainer.seed"}
     cli = {_key(o): o.input_line for o in parsed if o.is_sweep_override() or _key(o) in swept}
     base = [f"+{group}={option}", *(o.input_line for o in parsed if _key(o) not in cli)]
