@@ -175,8 +175,8 @@ def step_metrics(df: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
 
 
 def markdown_report(df: pd.DataFrame, table: pd.DataFrame, h: dict) -> str:
-    vocab = df.dropna(subset=["data.task_vocab_size"]) if "data.task_vocab_size" in df else df.iloc[0:0]
-    vocabs = ", ".join(f"{t} {int(v)}" for t, v in vocab.groupby("data.task")["data.task_vocab_size"].first().items())
+    sizes = df.groupby("data.task")["data.task_vocab_size"].first() if "data.task_vocab_size" in df else {}
+    vocabs = ", ".join(f"{t} {'its default' if pd.isna(v) else int(v)}" for t, v in dict(sizes).items())
     commit = (h["git_commit"] or "unknown")[:10] + (" (dirty)" if h["git_dirty"] else "")
     failed = df[df["status"] != "finished"] if "status" in df else df.iloc[0:0]
     text = [f"# synthetic — preset {h['preset']}, {h['device']}, {h['date']}", "",
