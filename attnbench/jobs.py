@@ -96,7 +96,7 @@ def claimed_gpu(lock_dir: Path, runs_per_gpu: int = 1, poll_s: float = 2.0) -> I
     waiting = False
     while True:
         for index, slot in slots:
-            fd = _try_lock(lock_dir / (f"gpu{index}.lock" if slot == 0 else f"gpu{index}.{slot}.lock"))
+            fd = _try_lock(lock_dir / f"gpu{index}.{slot}.lock")
             if fd is None:
                 continue
             try:
