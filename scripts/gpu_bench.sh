@@ -81,5 +81,5 @@ tar -czf "$OUT/bench_runs.tar.gz" -C "$(dirname "$WORK")" "$(basename "$WORK")"
 for pair in decode/time_per_token decode/cache_bytes throughput/tokens_per_s prefill/prefill_time; do
   [ -f "$WORK/$pair.png" ] && cp "$WORK/$pair.png" "$OUT/${pair//\//_}.png"
 done
-[ "${SAVE_CACHE:-0}" = 1 ] && tar -cf - -C "$TRITON_CACHE_DIR" . | xz -T8 -6 | split -b 15M - "$OUT/tc.part."
+save_triton_cache "$OUT"
 cat "$OUT/report.md"

@@ -14,4 +14,10 @@ if ! python3 -c "import fla, hydra" 2>/dev/null && compgen -G ".whl/*.whl" >/dev
 fi
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
 [ -f .triton_cache.tar.xz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xJf .triton_cache.tar.xz -C "$TRITON_CACHE_DIR"
+# save_triton_cache DIR: with SAVE_CACHE=1, the cache as DIR/tc.part.* (15 MiB pieces, under the
+# device tool's 16 MiB a file); here, `cat tc.part.* > .triton_cache.tar.xz` makes the file to carry.
+save_triton_cache() {
+  [ "${SAVE_CACHE:-0}" = 1 ] || return 0
+  tar -cf - -C "$TRITON_CACHE_DIR" . | xz -T8 -6 | split -b 15M - "$1/tc.part."
+}
 true

@@ -8,8 +8,13 @@
 # BUDGET_S (default 500) bounds the sweep: runs still going then are interrupted (their folders say
 # so) and a second call on the same warm machine resumes them, skipping the finished ones; the
 # report covers the finished runs only. EXTRA adds overrides (e.g. EXTRA="optim.lr=5e-4,1e-3").
-# SMOKE=1: a CPU dry run at tiny sizes. $OUT receives table.md, synthetic_gpu.log and
-# synthetic.tar.gz (the report folder and every run folder without checkpoints).
+# SMOKE=1: a CPU dry run at tiny sizes. SAVE_CACHE=1: the Triton cache comes back too (gpu_env.sh).
+# PRIOR=DIR: run folders of an earlier call (DIR/runs/synthetic/short/...; carry DIR) start the
+# sweep, so its finished runs are skipped. MPS=1 starts CUDA's multi-process service, so that the
+# runs' small kernels share the GPU's SMs instead of taking turns; if a client cannot start under
+# it, it is stopped again and the runs time-slice as without it (the log says which).
+# $OUT receives table.md, synthetic_gpu.log and synthetic.tar.gz (the report folder and every
+# run folder without checkpoints).
 set -uo pipefail
 OUT=${1:-${OUT:-synthetic_gpu_out}}
 WORK=${WORK:-/tmp/attnbench_synthetic}
@@ -26,13 +31,28 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 fi
 RUNS="$WORK/runs/synthetic/short"
+[ -n "${PRIOR:-}" ] && mkdir -p "$WORK/runs" && cp -rn "$PRIOR/runs/." "$WORK/runs/"
+
+start_mps() {  # CUDA MPS for the sweep, kept only if a CUDA client starts under it
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; print((torch.ones(8, device='cuda') * 2).sum().item())"; then
+    echo "MPS on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "MPS unavailable: the runs time-slice the GPU"
+  fi
+}
+if [ "${MPS:-0}" = 1 ]; then start_mps >>"$LOG" 2>&1; grep "^MPS" "$LOG" | tail -1; fi  # no pipe: its exports must stay
 
 echo "=== sweep (limit ${BUDGET_S:-500}s)" | tee -a "$LOG"
 t0=$SECONDS
 timeout -k 20 "${BUDGET_S:-500}" python3 -m attnbench.cli sweep synthetic_short launcher=joblib \
   launcher.root="$WORK/runs" "${SIZE[@]}" ${EXTRA:-} 2>&1 | grep -v "it/s" | tee -a "$LOG"
 echo "=== sweep exit ${PIPESTATUS[0]} after $((SECONDS - t0))s" | tee -a "$LOG"
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 
 python3 -m attnbench.cli report "$RUNS" --out "$WORK/report" > "$OUT/table.md" 2>>"$LOG"
 tar -czf "$OUT/synthetic.tar.gz" --exclude=checkpoints -C "$WORK" report runs
+save_triton_cache "$OUT"
 cat "$OUT/table.md"
