@@ -4,7 +4,7 @@
 #   bash scripts/gpu_bench.sh "$OUT"            (from the repo root; OUT defaults to ./gpu_bench_out)
 #
 # Needs fla, Hydra (and mamba_ssm) importable: if they are not, the wheels in .whl/ (made by
-# ../shared/gpu/fetch-wheels.sh, plus mamba_ssm) are installed into /tmp/site first.
+# scripts/gpu_wheels.sh) are installed into /tmp/site first.
 # Stages, in order of importance, each under its own time limit (a stage cut short keeps the rows
 # it measured: run folders are rewritten after every architecture):
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16

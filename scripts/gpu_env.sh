@@ -1,7 +1,7 @@
 # Sourced by the GPU scripts (from the repo root): environment, missing wheels, Triton's cache.
 #
-# The device image lacks fla and Hydra: the wheels in .whl/ (../shared/gpu/fetch-wheels.sh, plus
-# mamba_ssm) are installed into /tmp/site. Triton compiles and autotunes fla's and mamba_ssm's
+# The device image lacks fla, Hydra and mamba_ssm: the wheels in .whl/ (scripts/gpu_wheels.sh)
+# are installed into /tmp/site. Triton compiles and autotunes fla's and mamba_ssm's
 # kernels on first use, about 4 minutes on a fresh machine (chunk_kda's backward alone 111 s,
 # mamba's chunk scan 77 s; H200, 2026-11-26): compiled kernels and autotune choices are kept on
 # disk, and .triton_cache.tar.xz (SAVE_CACHE=1 in gpu_bench.sh) carries them between sessions.

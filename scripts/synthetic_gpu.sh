@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Kimi Linear Fig. 4 on one GPU in one device session: experiments/synthetic_short.yaml (48 runs:
+# Kimi Linear Fig. 4 on one GPU: experiments/synthetic_short.yaml (48 runs:
 # MQAR, palindrome, stack x KDA, GDN, Mamba2, attention x lengths 256-2048, lr 1e-3, 2k steps),
-# RUNS_PER_GPU runs at a time sharing the GPU (launcher=joblib), then the report.
+# RUNS_PER_GPU (12) runs at a time sharing the GPU (launcher=joblib), then the report. On an H200
+# (2026-12-02) that took about 400 s of first compiles plus ~820 s under MPS=1: two calls, the
+# second resuming the first on the same warm machine (or carrying its runs as PRIOR).
 #
 #   bash scripts/synthetic_gpu.sh "$OUT"      (from the repo root; carry .whl and, if made, .triton_cache.tar.xz)
 #
@@ -27,7 +29,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
         model.d_model=64 model.mixers.kda.head_dim=32 model.mixers.attn.head_dim=32 trainer.batch_size=2
         trainer.steps=4 trainer.eval_every=2 trainer.eval_batches=1 trainer.checkpoint_every=2)
 else
-  SIZE=(launcher.runs_per_gpu="${RUNS_PER_GPU:-8}")
+  SIZE=(launcher.runs_per_gpu="${RUNS_PER_GPU:-12}")
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 fi
 RUNS="$WORK/runs/synthetic/short"

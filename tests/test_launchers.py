@@ -158,7 +158,8 @@ def test_gpu_slots_fill_every_gpu_before_sharing_one(tmp_path, monkeypatch):
 def test_runs_per_gpu_sets_the_jobs_at_once_and_is_checked(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = attn_compose(["launcher=joblib", "launcher.runs_per_gpu=4", "trainer.device=auto"], check=False)
-    assert launch._machine_share(cfg, n_points=20) == (["launcher.n_jobs=8"], [])
+    cores = os.cpu_count() or 1  # the 8 runs at once share the host's cores too
+    assert launch._machine_share(cfg, n_points=20) == (["launcher.n_jobs=8"], [f"trainer.threads={max(1, cores // 8)}"])
     with pytest.raises(ValueError, match="launcher.runs_per_gpu"):
         check_launcher(attn_compose(["launcher=joblib", "launcher.runs_per_gpu=0"], check=False).launcher)
     with pytest.raises(ValueError, match="launcher.runs_per_gpu applies to launcher=joblib"):
