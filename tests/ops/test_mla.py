@@ -78,6 +78,29 @@ def test_forms_match_unabsorbed_reference(form, t, s, r):
         assert close(g, w), name
 
 
+@pytest.mark.parametrize("t,s,r", [(1, 20, 4), (4, 17, 0)])
+def test_absorbed_matmul_split_over_the_cache_matches(monkeypatch, t, s, r):
+    """Decode's split-K product, forced at a tiny split length: same outputs and gradients."""
+    monkeypatch.setattr(kernel, "SPLIT_LEN", 4)
+    test_forms_match_unabsorbed_reference(kernel.mla_absorbed_matmul, t, s, r)
+
+
+@pytest.mark.parametrize("batch,s,buffer", [(1, 8, 8), (2, 11, 11), (2, 11, 30), (3, 9, 16), (2, 3, 3)])
+def test_weighted_latent_sum_equals_one_product(batch, s, buffer):
+    """probs @ c_kv with c_kv a prefix of a longer cache buffer (as in decoding) or the whole
+    of it; splits of 4 with and without a tail, and one split (S < 2·split: a plain product)."""
+    cache = torch.randn(batch, buffer, 5, dtype=F64, requires_grad=True)
+    c_kv = cache[:, :s]  # a view of the buffer, as the decode cache is
+    probs = torch.randn(batch, 6, s, dtype=F64).softmax(-1).requires_grad_(True)
+    grad_out = torch.randn(batch, 6, 5, dtype=F64)
+    got = kernel.weighted_latent_sum(probs, c_kv, split_len=4)
+    want = torch.bmm(probs, c_kv)
+    assert rel_rms(got, want) < 1e-12
+    leaves = [probs, c_kv]
+    for g, w in zip(torch.autograd.grad(got, leaves, grad_out), torch.autograd.grad(want, leaves, grad_out)):
+        assert rel_rms(g, w) < 1e-12
+
+
 def test_scale_defaults_to_nope_plus_rope_dims():
     inputs = [None if a is None else a.detach() for a in make_inputs(r=4)]
     default = mla_absorbed(*inputs)
@@ -106,10 +129,10 @@ def test_bad_shapes_raise(change, match):
 
 def test_parity_rows_on_cpu():
     rows = parity.cases(
-        "cpu", torch.float32, batch=1, seq_len=16, n_heads=2, qk_nope_head_dim=8, v_head_dim=8,
+        "cpu", torch.float32, batch=2, seq_len=16, n_heads=2, qk_nope_head_dim=8, v_head_dim=8,
         kv_lora_rank=16, rope_dim=4,
     )
     assert {r["path"] for r in rows} == {"sdpa.unabsorbed", "sdpa.absorbed", "matmul.absorbed"}
-    assert {r["case"] for r in rows} == {"rope4", "nope", "rope4.offset", "rope4.decode"}
+    assert {r["case"] for r in rows} == {"rope4", "nope", "rope4.offset", "rope4.decode", "nope.decode.split"}
     assert len([r for r in rows if r["case"] == "rope4"]) == 3 * 7  # output + 6 gradients, per path
     assert all(r["passed"] and r["rel_rms"] < 1e-5 for r in rows), rows

@@ -31,9 +31,12 @@ def _inputs(gen, device, dtype, b, t, s, h, kn, r, c, v):
     return {name: x for name, x in inputs.items() if x is not None}
 
 
-def _call(fn):
-    """Adapt fn(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv) to keyword inputs with optional rope."""
-    return lambda q_nope, c_kv, w_uk, w_uv, q_rope=None, k_rope=None: fn(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+def _call(fn, s: int):
+    """Adapt fn(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv) to keyword inputs with optional rope,
+    attending over the first s positions of the c_kv / k_rope buffers (as the mixer's cache)."""
+    def call(q_nope, c_kv, w_uk, w_uv, q_rope=None, k_rope=None):
+        return fn(q_nope, q_rope, c_kv[:, :s], None if k_rope is None else k_rope[:, :s], w_uk, w_uv)
+    return call
 
 
 def cases(
@@ -49,20 +52,24 @@ def cases(
     tol: float = TOL,
 ) -> list[dict]:
     """Rows for rope (DeepSeek) and NoPE (Kimi Linear) at T = S, and, with rope, a chunk of S/4
-    queries at an offset and a single decode step (the absorbed form's real use)."""
+    queries at an offset and a single decode step (the absorbed form's real use); then a NoPE
+    decode step over a cache of 3 splits and a tail (kernel.weighted_latent_sum), held as the
+    prefix of a longer buffer as the mixer's cache is."""
     gen = torch.Generator().manual_seed(0)
-    configs = [
-        (f"rope{rope_dim}", rope_dim, seq_len),
-        ("nope", 0, seq_len),
-        (f"rope{rope_dim}.offset", rope_dim, max(1, seq_len // 4)),
-        (f"rope{rope_dim}.decode", rope_dim, 1),
+    long_cache = 3 * kernel.SPLIT_LEN + seq_len // 4
+    configs = [  # (case, rope dim, T, S)
+        (f"rope{rope_dim}", rope_dim, seq_len, seq_len),
+        ("nope", 0, seq_len, seq_len),
+        (f"rope{rope_dim}.offset", rope_dim, max(1, seq_len // 4), seq_len),
+        (f"rope{rope_dim}.decode", rope_dim, 1, seq_len),
+        ("nope.decode.split", 0, 1, long_cache),
     ]
     rows = []
-    for case, r, t in configs:
-        inputs = _inputs(gen, device, dtype, batch, t, seq_len, n_heads, qk_nope_head_dim, r, kv_lora_rank, v_head_dim)
+    for case, r, t, s in configs:
+        inputs = _inputs(gen, device, dtype, batch, t, s + 7, n_heads, qk_nope_head_dim, r, kv_lora_rank, v_head_dim)
         grad_out = _randn((batch, t, n_heads, v_head_dim), gen, device, torch.float32)
-        ref = _forward_backward(_call(mla_unabsorbed), {n: x.float() for n, x in inputs.items()}, grad_out)
+        ref = _forward_backward(_call(mla_unabsorbed, s), {n: x.float() for n, x in inputs.items()}, grad_out)
         for path, fn in PATHS:
-            got = _forward_backward(_call(fn), inputs, grad_out)
+            got = _forward_backward(_call(fn, s), inputs, grad_out)
             rows += compare("mla", case, path, got, ref, tol)
     return rows
