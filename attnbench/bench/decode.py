@@ -19,6 +19,12 @@ ms_per_token is the graph time when a graph ran, else the eager one; the table s
 cache_read_gbps = cache bytes / step time: for attention layers the bytes each step must read,
 compared with the measured device copy bandwidth (bytes read + written per second).
 
+Fusion (--fuse, one set of rows per choice, all in one run): ``eager`` leaves the elementwise
+chains of a step unfused (a KDA layer's step is ~80 small kernels); ``mixers`` compiles the
+mixers' fused_on_cuda chains (short convs, norms, gates, RoPE) for single-token steps too
+(CUDA only: on CPU it equals eager); ``step`` torch.compiles the whole model step, as gpt-fast
+does, then captures that in the CUDA graph. The compile happens in the untimed first call.
+
 Sweep: an out-of-memory point is an "oom" row (predicted from free memory on CUDA, or caught)
 and every longer context of that architecture and batch is "oom" without trying; on any device
 --max-bytes makes points whose weights + cache exceed it "skipped" (so does batch·L over
@@ -39,7 +45,8 @@ from .prefill import DTYPES
 from .timing import median_ms
 
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
-COLUMNS = ["arch", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
+FUSES = ("eager", "mixers", "step")
+COLUMNS = ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
            "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw", "parity", "impls",
            "note"]
 
@@ -90,16 +97,18 @@ def graph_replay(step, device):
     return graph.replay
 
 
-def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps) -> dict:
+def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps, forward=None) -> dict:
     cache_bytes = measured_state_bytes(model, batch, length, device, dtype)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # hand the measured cache back before the timed one is allocated
     states = fill_state(model.init_state(batch, length + 1, device=device, dtype=dtype), length)
     token = torch.randint(0, model.cfg.vocab_size, (batch, 1), device=device)
 
+    forward = model if forward is None else forward
+
     @torch.no_grad()
     def step():
-        return model(token, states)  # the returned state (length L + 1) is dropped: every call is step L
+        return forward(token, states)  # the returned state (length L + 1) is dropped: every call is step L
 
     first_ms = timed_once_ms(step, device)
     impls = layer_impls(model)
@@ -142,7 +151,15 @@ def precheck(model, batch: int, length: int, args, device, dtype) -> tuple[str, 
     return None
 
 
-def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps) -> tuple[list[dict], str, str]:
+def fused(fuse: str, model):
+    """(the step's forward, whether fused_on_cuda compiles steps) for a --fuse choice."""
+    if fuse == "step":
+        return torch.compile(model, dynamic=True), False
+    return model, fuse == "mixers"
+
+
+def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = "eager") -> tuple[list[dict], str, str]:
+    from attnbench.mixers import layers
     from attnbench.models import build_model
 
     points = [(b, n) for b in args.batches for n in args.contexts]
@@ -153,23 +170,25 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps) -> tuple[lis
         row = failed(dict(bench="decode", arch=arch), exc)
         return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
     rows, stops, impls = [], {}, ""
+    forward, layers.FUSE_STEPS = fused(fuse, model)
     for batch, length in points:
-        row = dict(bench="decode", arch=arch, batch=batch, context=length,
+        row = dict(bench="decode", arch=arch, fuse=fuse, batch=batch, context=length,
                    cache_bytes_predicted=model.state_bytes(length, batch, dtype))
         verdict = stops.get(batch) or precheck(model, batch, length, args, device, dtype)
         if verdict is not None:
             row.update(status=verdict[0], note=verdict[1])
         else:
-            guarded(row, lambda: measure(model, batch, length, args, device, dtype, gate, copy_gbps), device)
+            guarded(row, lambda: measure(model, batch, length, args, device, dtype, gate, copy_gbps, forward), device)
         if row["status"] == "oom":
             stops.setdefault(batch, ("oom", f"longer than the oom point L={length}"))
         elif (row.get("ms_per_token") or 0) > args.time_cap_s * 1e3:
             stops[batch] = ("skipped", f"L={length} took over --time-cap-s={args.time_cap_s} per step")
         impls = row.get("impls") or impls
-        print(f"{arch} B={batch} L={length}: {row['status']} {row.get('ms_per_token') or ''} "
+        print(f"{arch} fuse={fuse} B={batch} L={length}: {row['status']} {row.get('ms_per_token') or ''} "
               f"graph={row.get('cuda_graph')} | {row.get('impls') or row.get('note')}")
         rows.append(row)
-    del model
+    layers.FUSE_STEPS = False
+    del model, forward
     free_memory(device)
     return rows, arch, impls
 
@@ -186,6 +205,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--budget-ms", type=float, default=1500.0, help="about this much timing per point")
     ap.add_argument("--time-cap-s", type=float, default=5.0)
     ap.add_argument("--cuda-graphs", choices=("on", "off"), default="on")
+    ap.add_argument("--fuse", choices=FUSES, nargs="+", default=["eager"],
+                    help="elementwise fusion of the step, one set of rows per choice (see the module doc)")
     ap.add_argument("--max-bytes", type=int, default=None, help="skip points whose weights + cache exceed this")
     ap.add_argument("--max-cached-tokens", type=int, default=None, help="skip points with batch x L above this")
     ap.add_argument("--copy-mib", type=int, default=None, help="copy-bandwidth buffer (default 1024 CUDA, 16 CPU)")
@@ -197,12 +218,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"device copy bandwidth (read + write): {copy_gbps:.1f} GB/s")
     record = Recorder("decode", args.out, {**vars(args), "device": str(device), "dtype": str(dtype),
                                            "copy_gbps": copy_gbps})
-    for arch in parse_archs(args.archs):
-        record.add(*run_arch(arch, base, args, device, dtype, gate, copy_gbps))
+    for fuse in dict.fromkeys(args.fuse):
+        for arch in parse_archs(args.archs):
+            record.add(*run_arch(arch, base, args, device, dtype, gate, copy_gbps, fuse))
     rows, path = record.rows, record.path
     print_table(rows, COLUMNS)
     if not args.no_figures:
-        key = ("arch", "batch")
+        key = ("arch", "fuse", "batch")
         figures.line_figure(rows, "context", "ms_per_token", key, path / "time_per_token.png",
                             title="Decode time per output token", xlabel="context L (tokens)", ylabel="ms per step")
         figures.line_figure(rows, "context", "cache_bytes_measured", key, path / "cache_bytes.png",

@@ -20,7 +20,7 @@ COLUMNS = {
                    "frac_of_ceiling", "peak_mem_gib", "compiled", "parity", "impls", "note"],
     "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
                 "parity", "impls", "note"],
-    "decode": ["arch", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
+    "decode": ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
                "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
                "parity", "impls", "note"],
     "mixer_overhead": ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",

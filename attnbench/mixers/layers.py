@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+FUSE_STEPS = False  # also compile single-token steps (bench.decode --fuse mixers measures it)
+
+
 def fused_on_cuda(fn):
     """Run ``fn`` eagerly on CPU and for single-token steps; on CUDA sequences, compiled.
 
@@ -17,14 +20,15 @@ def fused_on_cuda(fn):
     ms, 2026-11-26): each elementwise op is a pass over memory, forward and backward. Compiled,
     each chain is one pass. The function is the same, so the CPU tests check its numbers. The
     first tensor argument is [B, T, ...]; decode steps (T = 1) stay eager, where CUDA graphs
-    capture them.
+    capture them, unless FUSE_STEPS is set: under a graph, launches cost nothing but every small
+    kernel still costs its few microseconds of GPU time, and a KDA layer's step is ~80 of them.
     """
     compiled = torch.compile(fn, dynamic=True)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         x = next(a for a in args if isinstance(a, torch.Tensor))
-        return compiled(*args, **kwargs) if (x.is_cuda and x.shape[1] > 1) else fn(*args, **kwargs)
+        return compiled(*args, **kwargs) if (x.is_cuda and (x.shape[1] > 1 or FUSE_STEPS)) else fn(*args, **kwargs)
 
     return run
 

@@ -210,8 +210,8 @@ def test_report_renders_a_table(tmp_path, capsys):
     decode.main([*TINY, "--archs", "kda_mla_3to1", "--contexts", "8", "--batches", "1", "--reps", "2",
                  "--no-figures", "--out", str(tmp_path / "decode")])
     text = report.main([str(tmp_path)])  # a folder of run folders
-    assert "| arch | batch | context | status | ms_per_token" in text
-    assert "| kda_mla_3to1 | 1 | 8 | ok |" in text and "kda=torch.recurrent[0-2] mla=matmul.absorbed[3]" in text
+    assert "| arch | fuse | batch | context | status | ms_per_token" in text
+    assert "| kda_mla_3to1 | eager | 1 | 8 | ok |" in text and "kda=torch.recurrent[0-2] mla=matmul.absorbed[3]" in text
     assert (tmp_path / "decode" / "report.md").read_text() in text
     assert report.compress_impls("0:a=x 1:a=x 2:b=y 3:a=x") == "a=x[0-1] b=y[2] a=x[3]"
 
@@ -228,3 +228,20 @@ def test_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_decode_fused_step_equals_the_eager_step_and_gets_rows(tmp_path):
+    """--fuse step (the whole step torch.compiled) computes the eager step's logits and state."""
+    model = build_model(arch_config(base_model_config(["+bench=tiny"]), "kda_mla_3to1")).eval()
+    forward, fuse_mixers = decode.fused("step", model)
+    assert not fuse_mixers
+    token = torch.tensor([[3], [5]])
+    states = decode.fill_state(model.init_state(2, 9), 8)
+    with torch.no_grad():
+        want_logits, want_state = model(token, states)
+        got_logits, got_state = forward(token, states)
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_state[0]["S"], want_state[0]["S"], rtol=1e-5, atol=1e-5)
+    rows = decode.main([*TINY, "--archs", "attn", "--contexts", "8", "--batches", "1", "--reps", "2",
+                        "--fuse", "eager", "step", "--no-figures", "--out", str(tmp_path)])
+    assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")]
