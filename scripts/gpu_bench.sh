@@ -70,7 +70,7 @@ stage decode "${DECODE_S:-180}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --archs mla,attn,kda_mla_3to1 --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
-  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 "${OVERHEAD[@]}"
+  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

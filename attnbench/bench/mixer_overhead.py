@@ -13,7 +13,8 @@ For each mixer, forward + backward (median, synchronised; bench/timing.py) of
   - the projections alone: every nn.Linear of the mixer, forward + backward on a random
     [B·T, in_features] input.
 overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (short
-convolutions, gates, norms, reshapes, copies). Target <= 10%. Weights and inputs in --dtype
+convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` adds the mixer
+step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes. Weights and inputs in --dtype
 (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are timed.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from .common import ParityGate, Recorder, base_model_config, guarded, parser, pick_device, print_table, refused_note
 from .prefill import DTYPES
-from .timing import fwd_bwd, median_ms
+from .timing import fwd_bwd, median_ms, top_kernels
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 COLUMNS = ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op", "impl", "parity",
@@ -135,8 +136,12 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     op_ms = median_ms(fwd_bwd(op, leaves), **timing)
     proj_ms = median_ms(proj_step, **timing)
     overhead = mixer_ms / (op_ms + proj_ms) - 1
-    return {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
-            "overhead": overhead, "within_target": overhead <= args.target}
+    row = {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
+           "overhead": overhead, "within_target": overhead <= args.target}
+    if args.profile:
+        row["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.3f} ms x{k['calls']} ({k['share']:.0%})"
+                                       for k in top_kernels(mixer_step, device, args.profile))
+    return row
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.10, help="largest acceptable overhead")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the mixer step's N costliest kernels")
     args = ap.parse_intermixed_args(argv)
     names = [n.strip() for n in args.mixers.split(",") if n.strip()]
     bad = [n for n in names if n not in MIXERS]
@@ -163,6 +169,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
         record.add([row], name, row.get("impl"))
     print_table(record.rows, COLUMNS)
+    for row in record.rows:
+        if row.get("top_kernels"):
+            print(f"{row['mixer']} step, costliest kernels: " + "\n  ".join(["", *row["top_kernels"].split("; ")]))
     print(f"wrote {record.path}")
     return record.rows
 

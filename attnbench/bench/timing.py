@@ -49,3 +49,28 @@ def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], grads_of: list[torch.Tensor]
         out.backward(cache["dy"])
 
     return step
+
+
+def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu", n: int = 12) -> list[dict]:
+    """Where one call of ``fn`` spends its time: the ``n`` costliest operations by self time
+    (CUDA kernels on a GPU, aten ops on CPU), as [{name, ms, calls, share}], share of the total.
+
+    For the overhead tables: a mixer's time minus its op and projections says how much is
+    spent elsewhere, this says on what. Profiled once after the timed repeats (warm).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if on_cuda:
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    if on_cuda:  # kernels only (aten ops carry their kernels' time again), if the build labels them
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA] or events
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count, "share": getattr(e, attr) / total}
+            for e in events[:n]]

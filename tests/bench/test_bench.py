@@ -168,13 +168,14 @@ def test_prefill_forward_equals_the_lm_forward():
 
 def test_mixer_overhead_end_to_end(tmp_path):
     rows = mixer_overhead.main([*TINY, "model.impl=torch", "--batch", "2", "--seq-len", "33", "--warmup", "1",
-                                "--reps", "2", "--out", str(tmp_path)])
+                                "--reps", "2", "--profile", "4", "--out", str(tmp_path)])
     run_files(tmp_path)
     assert [r["mixer"] for r in rows] == list(mixer_overhead.MIXERS)
     for r in rows:
         assert r["status"] == "ok", r
         assert r["impl"].startswith("torch") and math.isfinite(r["overhead"]) and r["n_linear"] >= 2
         assert r["mixer_ms"] > 0 and r["op_ms"] > 0 and r["proj_ms"] > 0
+        assert len(r["top_kernels"].split("; ")) == 4 and "aten::" in r["top_kernels"]  # 4 costliest ops
 
 
 # ---- parity gate, report, arguments ------------------------------------------------------------
