@@ -10,11 +10,12 @@
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
-#                      KDAForCausalLM and all six architectures
+#                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs)
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1, eager and whole-step
 #                      compiled (DECODE_FUSE); L = 4k..1M at batch 1,
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
-#   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults)
+#   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults), then KDA with
+#                      fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
 #   6. throughput      torch.compile'd: gpt and attn at the reference size
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
@@ -27,7 +28,7 @@ WORK=${WORK:-/tmp/attnbench_gpu_bench}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_bench.log"
 source scripts/gpu_env.sh >>"$LOG" 2>&1  # env, wheels from .whl/, Triton cache
-STAGES=${STAGES:-parity throughput decode mixer_overhead prefill throughput_compiled}
+STAGES=${STAGES:-parity throughput decode mixer_overhead mixer_overhead_fused prefill throughput_compiled}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 DEADLINE=$((SECONDS + ${BUDGET_S:-540}))  # the device tool stops a command at 600 s: leave time to pack
@@ -65,12 +66,14 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
-  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,mla,gdn,mamba2}" --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
+  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-180}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs mla,attn,kda_mla_3to1 --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
+stage mixer_overhead_fused 60 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
+  --mixers kda --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" model.mixers.kda.fuse_inputs=true
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

@@ -36,6 +36,10 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "mamba2": {"pattern": "S", "ratio": None},
     "kda": {"pattern": "K", "ratio": None},
     "kda_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla"},
+    # KDA with fla's in-kernel q/k norm, gate and beta sigmoid (mixers/kda.py fuse_inputs)
+    "kda_fused": {"pattern": "K", "ratio": None, "mixer_options": {"kda": {"fuse_inputs": True}}},
+    "kda_fused_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
+                           "mixer_options": {"kda": {"fuse_inputs": True}}},
 }
 STATUSES = ("ok", "oom", "skipped", "refused", "error")
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)
@@ -87,7 +91,10 @@ def base_model_config(overrides: list[str]):
 def arch_config(base, arch: str):
     """``base`` with the layer layout of ``arch``."""
     if arch in ARCHS:
-        return replace(base, **ARCHS[arch])
+        fields = dict(ARCHS[arch])
+        options = fields.pop("mixer_options", {})
+        mixers = {**base.mixers, **{name: {**base.mixers.get(name, {}), **o} for name, o in options.items()}}
+        return replace(base, mixers=mixers, **fields)
     kind, _, value = arch.partition(":")
     return replace(base, pattern=value, ratio=None) if kind == "pattern" else replace(base, pattern=None, ratio=value)
 

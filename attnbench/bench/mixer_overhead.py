@@ -92,6 +92,9 @@ def delta_inputs(mixer, b, t, device, dtype):
     beta = torch.rand(b, t, hv, device=device).to(dtype).requires_grad_()
     use_kernel = not mixer.impl_ran.startswith("torch")
     fn, name, extra = mixer.pick_op(False, use_kernel, device)
+    if extra.pop("raw_inputs", False):  # the op normalises, gates and sigmoids in-kernel: raw inputs
+        q, k = (leaf(b, t, h, dk, device=device, dtype=dtype) for _ in "qk")
+        g, beta = leaf(*gate_shape, device=device, dtype=dtype), leaf(b, t, hv, device=device, dtype=dtype)
     return [q, k, v, g, beta], (f"{name} ({fn.__module__.rsplit('.', 2)[-2]}.{fn.__name__})",
                                 lambda: fn(q, k, v, g, beta, **extra))
 

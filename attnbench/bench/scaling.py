@@ -37,8 +37,10 @@ def arch_overrides(arch: str) -> list[str]:
         return [f"model.pattern={arch.split(':', 1)[1]}", "model.ratio=null"]
     if arch.startswith("ratio:"):
         return ["model.pattern=null", f"model.ratio='{arch.split(':', 1)[1]}'"]
-    fields = ARCHS[arch]
-    return [f"model.{k}=" + ("null" if v is None else f"'{v}'" if ":" in str(v) else str(v)) for k, v in fields.items()]
+    fields = dict(ARCHS[arch])
+    options = [f"model.mixers.{name}.{k}={v}" for name, o in fields.pop("mixer_options", {}).items() for k, v in o.items()]
+    layout = [f"model.{k}=" + ("null" if v is None else f"'{v}'" if ":" in str(v) else str(v)) for k, v in fields.items()]
+    return layout + options
 
 
 def command(mode: str, devices: int, overrides: list[str]) -> list[str]:

@@ -8,7 +8,8 @@
     y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
-channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
+channel. fuse_inputs=True hands the kernel path's chunked op the raw q, k, gate and beta
+projections, which fla's chunk_kda normalises, gates and sigmoids in-kernel (as fla's own layer). Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
 HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
 
 Decoding state, a flat dict: conv_q, conv_k [B, H·K, conv_size-1] and conv_v [B, HV·V,
@@ -135,11 +136,10 @@ class DeltaRuleMixer(Mixer):
             return x.new_zeros(batch, 0, self.d_model), state
         new_state = {}
         q, k, v = (self._project(name, x, state, new_state) for name in ("q", "k", "v"))
-        q = self._unit(q.unflatten(-1, (self.H, self.K)))  # [B, T, H, K]
-        k = self._unit(k.unflatten(-1, (self.H, self.K)))
+        q = q.unflatten(-1, (self.H, self.K))  # [B, T, H, K]
+        k = k.unflatten(-1, (self.H, self.K))
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
-        beta = torch.sigmoid(self.b_proj(x))  # [B, T, HV]
-        o, S = self._mix(q, k, v, self.log_decay(x), beta, None if state is None else state["S"])
+        o, S = self._mix(x, q, k, v, None if state is None else state["S"])
 
         gate = self.output_gate_input(x)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
@@ -163,12 +163,18 @@ class DeltaRuleMixer(Mixer):
         """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
         return l2norm(x)
 
-    def _mix(self, q, k, v, g, beta, S0):
-        """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op."""
+    def _mix(self, x, q, k, v, S0):
+        """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op.
+        An op that takes raw inputs (``raw_inputs`` in its extras) normalises q, k, makes the
+        gate and sigmoids beta itself; every other op gets them made here."""
         use_kernel = choose_impl(self.impl, self.kernel_ready(q), type(self).__name__) == "kernel"
         step = S0 is not None and q.shape[1] == 1
         fn, self.impl_ran, extra = self.pick_op(step, use_kernel, q.device)
-        return fn(q, k, v, g, beta, initial_state=S0, output_final_state=S0 is not None, **extra)
+        if extra.pop("raw_inputs", False):
+            args = (q, k, v, self.gate_input(x), self.b_proj(x))
+        else:
+            args = (self._unit(q), self._unit(k), v, self.log_decay(x), torch.sigmoid(self.b_proj(x)))
+        return fn(*args, initial_state=S0, output_final_state=S0 is not None, **extra)
 
     # ---- accounting ---------------------------------------------------------------------------
     def flops_per_token(self, context_len: int) -> float:
@@ -187,9 +193,12 @@ class KDA(DeltaRuleMixer):
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "sigmoid", chunk_size: int = 64,
                  norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, impl: str = "auto"):
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, fuse_inputs: bool = False, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, 1, conv_size, use_short_conv,
                          output_gate, chunk_size, norm_eps, impl)
+        if not isinstance(fuse_inputs, bool):
+            raise ValueError(f"fuse_inputs must be true or false; got {fuse_inputs!r}")
+        self.fuse_inputs = fuse_inputs  # the kernel path's chunked op normalises q, k and makes g, beta
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
         HV, K = self.HV, self.K
@@ -203,6 +212,10 @@ class KDA(DeltaRuleMixer):
         """g = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias), [B, T, HV, K], in at least float32."""
         return _kda_gate(self.f_proj(x), self.dt_bias, self.A_log)
 
+    def gate_input(self, x):
+        """The gate's pre-activation W_f↑ W_f↓ x, [B, T, HV, K] (for ops that make g themselves)."""
+        return self.f_proj(x).unflatten(-1, (self.HV, self.K))
+
     def output_gate_input(self, x):
         return self.g_proj(x) if self.output_gate != "none" else None
 
@@ -213,6 +226,9 @@ class KDA(DeltaRuleMixer):
             return kda_reference.kda_chunked, "torch.chunked", {"chunk_size": self.chunk_size}
         if step and not torch.is_grad_enabled():  # the decode kernel has no backward
             return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
+        if self.fuse_inputs:
+            return kda_kernel.kda_chunked_raw, "fla.chunk_kda+fused_inputs", {
+                "chunk_size": self.chunk_size, "raw_inputs": True, "A_log": self.A_log, "dt_bias": self.dt_bias}
         return kda_kernel.kda_chunked, "fla.chunk_kda", {"chunk_size": self.chunk_size}
 
 

@@ -18,13 +18,14 @@ from ..ops.compare import rel_rms
 from . import build_mixer
 
 TOL = 1e-2
-SETTINGS = {  # small but kernel-shaped: heads of 128 (Mamba2 at its defaults)
-    "attn": {"n_heads": 4, "head_dim": 128},
-    "mla": {"n_heads": 4, "kv_lora_rank": 256, "qk_nope_head_dim": 128, "v_head_dim": 128, "rope_dim": 64},
-    "gdn": {"n_heads": 4, "head_dim": 128},
-    "kda": {"n_heads": 4, "head_dim": 128},
-    "mamba2": {},
-}
+SETTINGS = [  # (mixer, its options): small but kernel-shaped, heads of 128 (Mamba2 at its defaults)
+    ("attn", {"n_heads": 4, "head_dim": 128}),
+    ("mla", {"n_heads": 4, "kv_lora_rank": 256, "qk_nope_head_dim": 128, "v_head_dim": 128, "rope_dim": 64}),
+    ("gdn", {"n_heads": 4, "head_dim": 128}),
+    ("kda", {"n_heads": 4, "head_dim": 128}),
+    ("kda", {"n_heads": 4, "head_dim": 128, "fuse_inputs": True}),
+    ("mamba2", {}),
+]
 
 
 def _run(mixer, x, grad_out):
@@ -39,7 +40,7 @@ def cases(device: str, dtype: torch.dtype = torch.bfloat16, batch: int = 2, seq_
           d_model: int = 512) -> list[dict]:
     rows = []
     gen = torch.Generator(device="cpu").manual_seed(0)
-    for name, kwargs in SETTINGS.items():
+    for name, kwargs in SETTINGS:
         try:
             rows += _mixer_rows(name, kwargs, device, dtype, batch, seq_len, d_model, gen)
         except Exception as exc:  # a kernel that refuses must not hide the other mixers' rows

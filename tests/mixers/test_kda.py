@@ -97,6 +97,7 @@ def test_state_bytes_match_the_state_after_decoding(dtype, kw):
     (dict(impl="triton"), "impl"),
     (dict(d_model=0), "d_model"),
     (dict(A_init_range=(0.0, 16.0)), "A_init_range"),
+    (dict(fuse_inputs="yes"), "fuse_inputs"),
 ])
 def test_bad_config_raises_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -159,6 +160,49 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
     assert m.impl_ran == "fla.chunk_kda"
     assert calls == [("chunk", 4), ("chunk", 4), "step", "step", "step", ("chunk", 4)]
     assert rel_rms(y, full.detach()) <= 1e-10
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_v_heads=4)])
+def test_fused_inputs_path_equals_the_plain_one(monkeypatch, kw):
+    """fuse_inputs=True hands the chunked kernel raw q, k, gate and beta (fla normalises, gates
+    and sigmoids them in-kernel): with the reference standing in for that kernel, outputs and
+    every gradient equal the plain mixer's, and the decode step keeps the plain kernel."""
+    from attnbench.ops.kda import kernel, reference
+
+    monkeypatch.setattr(KDA, "kernel_ready", lambda self, x: (True, ""))
+    monkeypatch.setattr(kernel, "kda_chunked_raw", reference.kda_chunked_raw)
+    monkeypatch.setattr(kernel, "kda_recurrent", reference.kda_recurrent)
+    plain, fused = small(**kw, impl="torch"), small(**kw, fuse_inputs=True, impl="kernel")
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    outputs = []
+    for m in (plain, fused):
+        y, _ = m(x)
+        grads = torch.autograd.grad(y.pow(2).sum(), list(m.parameters()))
+        outputs.append([y.detach(), *grads])
+    assert fused.impl_ran == "fla.chunk_kda+fused_inputs"
+    for name, got, want in zip(["y", *dict(plain.named_parameters())], outputs[1], outputs[0]):
+        assert rel_rms(got, want) <= 1e-10, name
+    with torch.no_grad():
+        _, _, ran = decode(fused, x, 6)
+    assert ran == ["fla.chunk_kda+fused_inputs"] + ["fla.fused_recurrent_kda"] * 3
+
+
+def test_raw_inputs_equal_the_mixers_own_preprocessing():
+    """ops/kda's raw_inputs (the fused path's reference) against the mixer's l2norm and gate."""
+    from attnbench.mixers.kda import _kda_gate
+    from attnbench.mixers.layers import l2norm
+    from attnbench.ops.kda.reference import raw_inputs
+
+    m = small(n_v_heads=4)
+    q, k = torch.randn(2, 5, 2, 8, dtype=torch.float64), torch.randn(2, 5, 2, 8, dtype=torch.float64)
+    f, b = torch.randn(2, 5, 4, 8, dtype=torch.float64), torch.randn(2, 5, 4, dtype=torch.float64)
+    got = raw_inputs(q, k, f, b, m.A_log, m.dt_bias)
+    want = (l2norm(q), l2norm(k), _kda_gate(f.flatten(-2), m.dt_bias, m.A_log), torch.sigmoid(b))
+    for name, g, w in zip(("q", "k", "g", "beta"), got, want):
+        assert rel_rms(g, w) <= 1e-12, name
+    with pytest.raises(ValueError, match="dt_bias"):
+        raw_inputs(q, k, f, b, m.A_log, m.dt_bias[:-1])
 
 
 def test_gradients_reach_every_parameter():

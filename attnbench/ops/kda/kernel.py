@@ -5,7 +5,8 @@
 
 Inputs as in reference.py: q, k already L2-normalised, beta already sigmoided, g the log-decay,
 so the kernels run with every in-kernel option off (use_qk_l2norm_in_kernel,
-use_gate_in_kernel, use_beta_sigmoid_in_kernel). fla requires a float32 initial state; it is
+use_gate_in_kernel, use_beta_sigmoid_in_kernel); ``kda_chunked_raw`` turns them all on and
+takes the layer's raw projections (``reference.kda_chunked_raw``). fla requires a float32 initial state; it is
 cast here, and the final state comes back in float32. fla is imported lazily: on a machine
 without CUDA ``available()`` says why, and nothing here imports Triton.
 """
@@ -57,6 +58,27 @@ def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_s
         initial_state=_float32(initial_state), output_final_state=output_final_state,
         use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False,
         chunk_size=chunk_size,
+    )
+
+
+def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                    output_final_state=False, chunk_size=64):
+    """fla's chunk_kda with its in-kernel options on: q, k raw (L2-normalised in the kernel), f
+    the gate's pre-activation (-exp(A_log)·softplus(f + dt_bias) in the kernel), beta logits
+    (sigmoid in the kernel). As ``reference.kda_chunked_raw``.
+
+    Why: done outside, each of those is a pass over memory forward and backward, with g
+    materialised in float32 [B, T, HV, K]; fla's own KDA layer calls the kernel this way.
+    """
+    check_inputs(q, k, v, f, beta_logits, initial_state, gate="vector")
+    if chunk_size not in (32, 64):
+        raise ValueError(f"chunk_size must be 32 or 64 for fla's chunk_kda; got {chunk_size!r}")
+    chunk_kda, _ = require(q, k, v, f, beta_logits)
+    return chunk_kda(
+        q=q, k=k, v=v, g=f, beta=beta_logits, scale=scale,
+        initial_state=_float32(initial_state), output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=True, use_gate_in_kernel=True, use_beta_sigmoid_in_kernel=True,
+        A_log=A_log.float(), dt_bias=dt_bias.float(), chunk_size=chunk_size,
     )
 
 

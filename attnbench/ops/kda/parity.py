@@ -5,7 +5,8 @@ them once to ``dtype`` (bf16 for the table), runs each kernel path on them and t
 float32 on the same rounded values, and returns one row per quantity: output, final state and
 the gradient of every input (q, k, v, g, beta, h0), {op, path, quantity, rel_rms, tol, passed}.
 ``path`` is the name the mixer's ``impl_ran`` reports. The decode kernel has no backward, so it
-gets output and final-state rows only. When the kernels cannot run: one row, passed=False,
+gets output and final-state rows only. The fused-inputs path (``kernel.kda_chunked_raw``) gets
+the gradients of A_log and dt_bias too. When the kernels cannot run: one row, passed=False,
 with ``reason`` and ``note``. The helpers are shared with the GDN parity (ops/gated_delta_rule).
 """
 from __future__ import annotations
@@ -40,6 +41,24 @@ def make_inputs(device, dtype, B, T, H, K, V, gate="vector", seed=0) -> dict[str
         g=g if gate == "vector" else g[..., 0], beta=torch.sigmoid(rand(B, T, H)),
     )
     inputs = {n: t.to(device=device, dtype=dtype) for n, t in inputs.items()}
+    inputs["initial_state"] = rand(B, H, K, V).to(device)
+    return inputs
+
+
+def make_raw_inputs(device, dtype, B, T, H, K, V, seed=0) -> dict[str, torch.Tensor]:
+    """A layer's raw projections for ``kda_chunked_raw``: q, k not normalised, the gate's
+    pre-activation f, beta logits; A_log and dt_bias (float32, as fla takes them) as initialised."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    dt = (torch.rand(H * K, generator=gen) * math.log(100) + math.log(1e-3)).exp()
+    inputs = dict(q=rand(B, T, H, K), k=rand(B, T, H, K), v=rand(B, T, H, V), f=rand(B, T, H, K),
+                  beta_logits=rand(B, T, H))
+    inputs = {n: t.to(device=device, dtype=dtype) for n, t in inputs.items()}
+    inputs["A_log"] = (1 + 15 * torch.rand(H, generator=gen)).log().to(device)
+    inputs["dt_bias"] = dt.expm1().log().to(device)  # softplus(dt_bias) = dt
     inputs["initial_state"] = rand(B, H, K, V).to(device)
     return inputs
 
@@ -98,4 +117,7 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
         return disabled_row("kda", "fla", why_not)
     inputs = make_inputs(device, dtype, **SHAPE)
     paths = {"fla.chunk_kda": kernel.kda_chunked, "fla.fused_recurrent_kda": kernel.kda_recurrent}
-    return run_paths("kda", paths, reference.kda_chunked, inputs, backward_paths=("fla.chunk_kda",))
+    rows = run_paths("kda", paths, reference.kda_chunked, inputs, backward_paths=("fla.chunk_kda",))
+    fused = "fla.chunk_kda+fused_inputs"  # the in-kernel l2norm, gate and sigmoid (KDA fuse_inputs=True)
+    raw = make_raw_inputs(device, dtype, **SHAPE)
+    return rows + run_paths("kda", {fused: kernel.kda_chunked_raw}, reference.kda_chunked_raw, raw, (fused,))

@@ -114,3 +114,31 @@ def intra_chunk_scores(q, k, gamma):
         h *= 2
     A = D.squeeze(-4)  # [..., 2, C, C]
     return A[..., 0, :, :], A[..., 1, :, :]  # [..., C, C] each, zero above the diagonal
+
+
+def raw_inputs(q, k, f, beta_logits, A_log, dt_bias, eps: float = 1e-6):
+    """What a KDA layer feeds the op, from its raw projections (Kimi Linear Eq. 10), as fla's
+    in-kernel options compute it: q, k L2-normalised per head (x · rsqrt(Σx² + eps)), the
+    log-decay g = -exp(A_log) · softplus(f + dt_bias), beta = sigmoid(beta_logits).
+    f [B, T, HV, K] the gate's pre-activation, A_log [HV], dt_bias [HV·K]. Returns (q, k, g, beta);
+    g in at least float32."""
+    HV, K = f.shape[-2], f.shape[-1]
+    if A_log.shape != (HV,) or dt_bias.shape != (HV * K,):
+        raise ValueError(f"A_log must be [HV={HV}] and dt_bias [HV·K={HV * K}]; got {tuple(A_log.shape)}, "
+                         f"{tuple(dt_bias.shape)}")
+    f32 = torch.promote_types(f.dtype, torch.float32)  # float64 stays float64
+
+    def unit(x):
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        return (x32 * torch.rsqrt(x32.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+    g = -A_log.to(f32).exp()[:, None] * torch.nn.functional.softplus(f.to(f32) + dt_bias.to(f32).view(HV, K))
+    return unit(q), unit(k), g, torch.sigmoid(beta_logits)
+
+
+def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                    output_final_state=False, chunk_size=64):
+    """``kda_chunked`` on a layer's raw projections (``raw_inputs``): the reference of the fused
+    kernel path ``kernel.kda_chunked_raw``."""
+    q, k, g, beta = raw_inputs(q, k, f, beta_logits, A_log, dt_bias)
+    return kda_chunked(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)
