@@ -15,7 +15,7 @@
 #                      compiled (DECODE_FUSE); L = 4k..1M at batch 1,
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults), then KDA with
-#                      fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
+#                      KDA and GDN with fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
 #   6. throughput      torch.compile'd: gpt and attn at the reference size
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
@@ -72,8 +72,9 @@ stage decode "${DECODE_S:-180}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --time-cap-s 5 "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
-stage mixer_overhead_fused 60 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
-  --mixers kda --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" model.mixers.kda.fuse_inputs=true
+stage mixer_overhead_fused 90 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
+  --mixers kda,gdn --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" model.mixers.kda.fuse_inputs=true \
+  model.mixers.gdn.fuse_inputs=true
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

@@ -14,8 +14,9 @@ Everything else (convs, state, routing, FLOPs) is shared with KDA: see DeltaRule
 
 Kernel paths: training and prefill run fla's chunk_gated_delta_rule, or, on Hopper with Triton
 < 3.7.1 where fla refuses that kernel's backward, chunk_kda with the gate broadcast over K
-(``ops.gated_delta_rule.kernel.chunk_path``); ``kernel_path`` forces one. Decode steps run
-fla's fused_recurrent_gated_delta_rule.
+(``ops.gated_delta_rule.kernel.chunk_path``); ``kernel_path`` forces one. fuse_inputs=True hands
+either the raw q, k, gate and beta projections to normalise and sigmoid in-kernel (and, through
+chunk_kda, to gate). Decode steps run fla's fused_recurrent_gated_delta_rule.
 """
 from __future__ import annotations
 
@@ -37,14 +38,16 @@ class GatedDeltaNet(DeltaRuleMixer):
                  expand_v: float = 1, conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "swish",
                  chunk_size: int = 64, norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0),
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 kernel_path: str = "auto", impl: str = "auto"):
+                 kernel_path: str = "auto", fuse_inputs: bool = False, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
                          output_gate, chunk_size, norm_eps, impl)
         if kernel_path not in KERNEL_PATHS:
             raise ValueError(f"kernel_path must be one of {', '.join(KERNEL_PATHS)}; got {kernel_path!r}")
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
-        self.kernel_path = kernel_path
+        if not isinstance(fuse_inputs, bool):
+            raise ValueError(f"fuse_inputs must be true or false; got {fuse_inputs!r}")
+        self.kernel_path, self.fuse_inputs = kernel_path, fuse_inputs
         self.a_proj = nn.Linear(d_model, self.HV, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.HV).uniform_(*A_init_range).log())
         self.dt_bias = nn.Parameter(dt_bias_init(self.HV, dt_min, dt_max, dt_init_floor))
@@ -55,6 +58,10 @@ class GatedDeltaNet(DeltaRuleMixer):
         """g = -exp(A_log) · softplus(W_a x + dt_bias), [B, T, HV], in at least float32."""
         f32 = torch.promote_types(x.dtype, torch.float32)
         return -self.A_log.to(f32).exp() * F.softplus(self.a_proj(x).to(f32) + self.dt_bias.to(f32))
+
+    def gate_input(self, x):
+        """The gate's pre-activation W_a x, [B, T, HV] (for ops that make g themselves)."""
+        return self.a_proj(x)
 
     def output_gate_input(self, x):
         return self.g_proj(x) if self.output_gate != "none" else None
@@ -67,4 +74,7 @@ class GatedDeltaNet(DeltaRuleMixer):
         if step and not torch.is_grad_enabled():  # the decode kernel has no backward
             return gdn_kernel.gdn_recurrent, "fla.fused_recurrent_gated_delta_rule", {}
         path = KERNEL_PATHS[self.kernel_path] or gdn_kernel.chunk_path(device)[0]
+        if self.fuse_inputs:
+            return gdn_kernel.CHUNKED_RAW[path], f"{path}+fused_inputs", {
+                "chunk_size": self.chunk_size, "raw_inputs": True, "A_log": self.A_log, "dt_bias": self.dt_bias}
         return gdn_kernel.CHUNKED[path], path, {"chunk_size": self.chunk_size}

@@ -22,6 +22,7 @@ SETTINGS = [  # (mixer, its options): small but kernel-shaped, heads of 128 (Mam
     ("attn", {"n_heads": 4, "head_dim": 128}),
     ("mla", {"n_heads": 4, "kv_lora_rank": 256, "qk_nope_head_dim": 128, "v_head_dim": 128, "rope_dim": 64}),
     ("gdn", {"n_heads": 4, "head_dim": 128}),
+    ("gdn", {"n_heads": 4, "head_dim": 128, "fuse_inputs": True}),
     ("kda", {"n_heads": 4, "head_dim": 128}),
     ("kda", {"n_heads": 4, "head_dim": 128, "fuse_inputs": True}),
     ("mamba2", {}),

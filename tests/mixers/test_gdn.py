@@ -127,6 +127,32 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch, kernel_path, chosen, 
     assert rel_rms(y, full.detach()) <= 1e-10
 
 
+@pytest.mark.parametrize("chosen", ["via_kda", "native"])
+def test_fused_inputs_path_equals_the_plain_one(monkeypatch, chosen):
+    """fuse_inputs=True: raw q, k, gate and beta projections to the chunked kernels (the via-KDA
+    one through the real gdn_via_kda_raw wrapper, onto the KDA reference of chunk_kda's fused
+    path); outputs and every gradient equal the plain mixer's."""
+    from attnbench.ops.gated_delta_rule import kernel, reference
+    from attnbench.ops.kda import reference as kda_reference
+
+    monkeypatch.setattr(GatedDeltaNet, "kernel_ready", lambda self, x: (True, ""))
+    monkeypatch.setattr(kernel, "chunk_path", lambda device=None: (
+        {"via_kda": kernel.VIA_KDA, "native": kernel.NATIVE}[chosen], "stand-in"))
+    monkeypatch.setitem(kernel.CHUNKED_RAW, kernel.NATIVE, reference.gdn_chunked_raw)
+    monkeypatch.setattr(kernel.kda_kernel, "kda_chunked_raw", kda_reference.kda_chunked_raw)
+    plain = small(impl="torch", n_v_heads=4, output_gate="sigmoid")
+    fused = small(impl="kernel", n_v_heads=4, output_gate="sigmoid", fuse_inputs=True)
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    outputs = []
+    for m in (plain, fused):
+        y, _ = m(x)
+        outputs.append([y.detach(), *torch.autograd.grad(y.pow(2).sum(), list(m.parameters()))])
+    assert fused.impl_ran == {"via_kda": kernel.VIA_KDA, "native": kernel.NATIVE}[chosen] + "+fused_inputs"
+    for name, got, want in zip(["y", *dict(plain.named_parameters())], outputs[1], outputs[0]):
+        assert rel_rms(got, want) <= 1e-10, name
+
+
 def test_gradients_reach_every_parameter():
     m = small(n_v_heads=4, output_gate="sigmoid")
     y, _ = m(torch.randn(2, 11, 16, dtype=torch.float64))

@@ -18,7 +18,7 @@ def test_mixer_parity_rows_on_cpu():
         params = {f"d{n}" for n, _ in parity.build_mixer(op, 256, **options[op]).named_parameters()}
         assert {r["quantity"] for r in by_op[op][2:]} == params
         assert all(r["passed"] and r["rel_rms"] < 1e-5 for r in by_op[op]), by_op[op]
-    for op, n_settings in (("gdn", 1), ("kda", 2), ("mamba2", 1)):  # kda: plain and fuse_inputs=True
+    for op, n_settings in (("gdn", 2), ("kda", 2), ("mamba2", 1)):  # gdn, kda: plain and fuse_inputs=True
         assert len(by_op[op]) == n_settings, by_op[op]  # one error row per setting
         for row in by_op[op]:
             assert row["quantity"] == "error" and not row["passed"] and "impl='kernel'" in row["note"]

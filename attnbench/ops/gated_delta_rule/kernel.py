@@ -11,7 +11,8 @@ K key channels (tests/ops/test_gated_delta_rule.py proves it on CPU), so KDA's k
 exactly; ``chunk_path()`` picks it where the native kernel is refused and says why.
 
 Inputs as in reference.py (q, k L2-normalised, beta sigmoided, g the log-decay [B, T, HV]);
-all in-kernel options stay off. The initial state is cast to float32, as fla wants it.
+all in-kernel options stay off, except in the ``*_raw`` paths, which take the layer's raw
+projections (``reference.gdn_chunked_raw``) and let the kernels do that preprocessing. The initial state is cast to float32, as fla wants it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import functools
 import re
 
 import torch
+import torch.nn.functional as F
 
 from ..availability import kernel_availability
 from ..kda import kernel as kda_kernel
@@ -106,4 +108,32 @@ def gdn_recurrent(q, k, v, g, beta, scale=None, initial_state=None, output_final
     )
 
 
+def gdn_chunked_raw(q, k, v, a, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                    output_final_state=False, chunk_size=64):
+    """fla's chunk_gated_delta_rule on raw projections (``reference.gdn_chunked_raw``): it
+    normalises q, k and sigmoids beta in-kernel; it has no in-kernel gate, so g is made here."""
+    check_inputs(q, k, v, a, beta_logits, initial_state, gate="scalar")
+    if chunk_size not in (16, 32, 64):
+        raise ValueError(f"chunk_size must be 16, 32 or 64 for fla's chunk_gated_delta_rule; got {chunk_size!r}")
+    chunk_gdn, _ = _require(q, k, v, a, beta_logits)
+    g = -A_log.float().exp() * F.softplus(a.float() + dt_bias.float())  # [B, T, HV]
+    return chunk_gdn(
+        q=q, k=k, v=v, g=g, beta=beta_logits, scale=scale,
+        initial_state=_float32(initial_state), output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=True, use_beta_sigmoid_in_kernel=True, chunk_size=chunk_size,
+    )
+
+
+def gdn_via_kda_raw(q, k, v, a, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                    output_final_state=False, chunk_size=64):
+    """GDN's raw projections through chunk_kda's in-kernel norm, gate and sigmoid: the gate's
+    pre-activation a and dt_bias repeated over the K channels make KDA's gate equal GDN's."""
+    check_inputs(q, k, v, a, beta_logits, initial_state, gate="scalar")
+    K = q.shape[-1]
+    f = a[..., None].expand(*a.shape, K).contiguous()  # [B, T, HV, K]
+    return kda_kernel.kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias.repeat_interleave(K), scale,
+                                      initial_state, output_final_state, chunk_size)
+
+
 CHUNKED = {NATIVE: gdn_chunked, VIA_KDA: gdn_via_kda}
+CHUNKED_RAW = {NATIVE: gdn_chunked_raw, VIA_KDA: gdn_via_kda_raw}  # GatedDeltaNet(fuse_inputs=True)

@@ -9,12 +9,15 @@ Paths, named as the GDN mixer's ``impl_ran`` reports them:
 - ``fla.chunk_kda(gdn)``: GDN through chunk_kda with the gate broadcast over K, what ``auto``
   picks where the native kernel is refused (``kernel.chunk_path``).
 - ``fla.fused_recurrent_gated_delta_rule``: the decode kernel, forward only.
+- ``<either chunked path>+fused_inputs``: the same kernels on raw projections, normalising q, k
+  and sigmoiding beta in-kernel (and, through KDA's kernel, making the gate), as
+  ``GatedDeltaNet(fuse_inputs=True)`` runs them; rows include dA_log and ddt_bias.
 """
 from __future__ import annotations
 
 import torch
 
-from ..kda.parity import SHAPE, disabled_row, make_inputs, run_paths
+from ..kda.parity import SHAPE, disabled_row, make_inputs, make_raw_inputs, run_paths
 from . import kernel, reference
 
 
@@ -31,6 +34,10 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
         "fla.fused_recurrent_gated_delta_rule": kernel.gdn_recurrent,
     }
     rows = run_paths("gdn", paths, reference.gdn_chunked, inputs, backward_paths=(kernel.NATIVE, kernel.VIA_KDA))
+    raw = make_raw_inputs(device, dtype, **SHAPE)  # KDA's, with one gate channel per head
+    raw["a"], raw["dt_bias"] = raw.pop("f")[..., 0].contiguous(), raw["dt_bias"][::SHAPE["K"]].contiguous()
+    fused = {f"{path}+fused_inputs": fn for path, fn in kernel.CHUNKED_RAW.items()}  # GatedDeltaNet(fuse_inputs=True)
+    rows += run_paths("gdn", fused, reference.gdn_chunked_raw, raw, backward_paths=tuple(fused))
     chosen, why = kernel.chunk_path(device)
     for row in rows:
         if row["path"] == chosen:

@@ -102,3 +102,14 @@ class PairDecay(torch.autograd.Function):
         (P,) = ctx.saved_tensors
         X = dP * P
         return (X.sum(-1) - X.sum(-2)).to(torch.float64), None
+
+
+def gdn_chunked_raw(q, k, v, a, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                    output_final_state=False, chunk_size=64):
+    """``gdn_chunked`` on a layer's raw projections: q, k not normalised, a = W_a x [B, T, HV] the
+    gate's pre-activation (g = -exp(A_log)·softplus(a + dt_bias), dt_bias [HV]), beta logits.
+    The preprocessing is KDA's (ops/kda ``raw_inputs``) with one gate channel per head."""
+    from ..kda.reference import raw_inputs
+
+    q, k, g, beta = raw_inputs(q, k, a[..., None], beta_logits, A_log, dt_bias)
+    return gdn_chunked(q, k, v, g[..., 0], beta, scale, initial_state, output_final_state, chunk_size)
