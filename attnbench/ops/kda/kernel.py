@@ -47,18 +47,23 @@ def _float32(state: torch.Tensor | None) -> torch.Tensor | None:
     return None if state is None else state.float()  # fla asserts a float32 state (differentiable cast)
 
 
-def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=64):
-    """fla's chunk_kda; shapes and returns as ``reference.kda_chunked``. o comes back in v's dtype."""
+def _chunk_kda(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size, **in_kernel):
     check_inputs(q, k, v, g, beta, initial_state, gate="vector")
     if chunk_size not in (32, 64):
         raise ValueError(f"chunk_size must be 32 or 64 for fla's chunk_kda; got {chunk_size!r}")
     chunk_kda, _ = require(q, k, v, g, beta)
+    fused = bool(in_kernel)  # the raw path turns every in-kernel option on, the plain one none
     return chunk_kda(
         q=q, k=k, v=v, g=g, beta=beta, scale=scale,
         initial_state=_float32(initial_state), output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False,
-        chunk_size=chunk_size,
+        use_qk_l2norm_in_kernel=fused, use_gate_in_kernel=fused, use_beta_sigmoid_in_kernel=fused,
+        chunk_size=chunk_size, **in_kernel,
     )
+
+
+def kda_chunked(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=64):
+    """fla's chunk_kda; shapes and returns as ``reference.kda_chunked``. o comes back in v's dtype."""
+    return _chunk_kda(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)
 
 
 def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
@@ -70,16 +75,8 @@ def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial
     Why: done outside, each of those is a pass over memory forward and backward, with g
     materialised in float32 [B, T, HV, K]; fla's own KDA layer calls the kernel this way.
     """
-    check_inputs(q, k, v, f, beta_logits, initial_state, gate="vector")
-    if chunk_size not in (32, 64):
-        raise ValueError(f"chunk_size must be 32 or 64 for fla's chunk_kda; got {chunk_size!r}")
-    chunk_kda, _ = require(q, k, v, f, beta_logits)
-    return chunk_kda(
-        q=q, k=k, v=v, g=f, beta=beta_logits, scale=scale,
-        initial_state=_float32(initial_state), output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=True, use_gate_in_kernel=True, use_beta_sigmoid_in_kernel=True,
-        A_log=A_log.float(), dt_bias=dt_bias.float(), chunk_size=chunk_size,
-    )
+    return _chunk_kda(q, k, v, f, beta_logits, scale, initial_state, output_final_state, chunk_size,
+                      A_log=A_log.float(), dt_bias=dt_bias.float())
 
 
 def kda_recurrent(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
