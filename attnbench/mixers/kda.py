@@ -224,11 +224,14 @@ class KDA(DeltaRuleMixer):
             if step:
                 return kda_reference.kda_recurrent, "torch.recurrent", {}
             return kda_reference.kda_chunked, "torch.chunked", {"chunk_size": self.chunk_size}
-        if step and not torch.is_grad_enabled():  # the decode kernel has no backward
-            return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
+        decode = step and not torch.is_grad_enabled()  # the decode kernel has no backward
         if self.fuse_inputs:
-            return kda_kernel.kda_chunked_raw, "fla.chunk_kda+fused_inputs", {
-                "chunk_size": self.chunk_size, "raw_inputs": True, "A_log": self.A_log, "dt_bias": self.dt_bias}
+            raw = {"raw_inputs": True, "A_log": self.A_log, "dt_bias": self.dt_bias}
+            if decode:
+                return kda_kernel.kda_recurrent_raw, "fla.fused_recurrent_kda+fused_inputs", raw
+            return kda_kernel.kda_chunked_raw, "fla.chunk_kda+fused_inputs", {"chunk_size": self.chunk_size, **raw}
+        if decode:
+            return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
         return kda_kernel.kda_chunked, "fla.chunk_kda", {"chunk_size": self.chunk_size}
 
 

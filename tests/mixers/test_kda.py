@@ -165,13 +165,13 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
 @pytest.mark.parametrize("kw", [dict(), dict(n_v_heads=4)])
 def test_fused_inputs_path_equals_the_plain_one(monkeypatch, kw):
     """fuse_inputs=True hands the chunked kernel raw q, k, gate and beta (fla normalises, gates
-    and sigmoids them in-kernel): with the reference standing in for that kernel, outputs and
-    every gradient equal the plain mixer's, and the decode step keeps the plain kernel."""
+    and sigmoids them in-kernel): with the references standing in for those kernels, outputs and
+    every gradient equal the plain mixer's, and decoding (the fused step) equals the full pass."""
     from attnbench.ops.kda import kernel, reference
 
     monkeypatch.setattr(KDA, "kernel_ready", lambda self, x: (True, ""))
     monkeypatch.setattr(kernel, "kda_chunked_raw", reference.kda_chunked_raw)
-    monkeypatch.setattr(kernel, "kda_recurrent", reference.kda_recurrent)
+    monkeypatch.setattr(kernel, "kda_recurrent_raw", reference.kda_recurrent_raw)
     plain, fused = small(**kw, impl="torch"), small(**kw, fuse_inputs=True, impl="kernel")
     fused.load_state_dict(plain.state_dict())
     x = torch.randn(2, 9, 16, dtype=torch.float64)
@@ -184,8 +184,9 @@ def test_fused_inputs_path_equals_the_plain_one(monkeypatch, kw):
     for name, got, want in zip(["y", *dict(plain.named_parameters())], outputs[1], outputs[0]):
         assert rel_rms(got, want) <= 1e-10, name
     with torch.no_grad():
-        _, _, ran = decode(fused, x, 6)
-    assert ran == ["fla.chunk_kda+fused_inputs"] + ["fla.fused_recurrent_kda"] * 3
+        y, _, ran = decode(fused, x, 6)
+    assert ran == ["fla.chunk_kda+fused_inputs"] + ["fla.fused_recurrent_kda+fused_inputs"] * 3
+    assert rel_rms(y, outputs[0][0]) <= 1e-10
 
 
 def test_raw_inputs_equal_the_mixers_own_preprocessing():

@@ -79,15 +79,27 @@ def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial
                       A_log=A_log.float(), dt_bias=dt_bias.float())
 
 
-def kda_recurrent(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
-    """fla's fused_recurrent_kda; shapes and returns as ``reference.kda_recurrent``. Forward only."""
+def _fused_recurrent_kda(q, k, v, g, beta, scale, initial_state, output_final_state, **in_kernel):
     check_inputs(q, k, v, g, beta, initial_state, gate="vector")
     _, fused_recurrent_kda = require(q, k, v, g, beta)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, g, beta, initial_state)):
         # fla calls the forward kernel directly: its output would silently carry no gradient.
         raise RuntimeError("fla's fused_recurrent_kda has no backward; use kda_chunked to train")
+    fused = bool(in_kernel)
     return fused_recurrent_kda(
         q=q, k=k, v=v, g=g, beta=beta, scale=scale,
         initial_state=_float32(initial_state), output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False,
+        use_qk_l2norm_in_kernel=fused, use_gate_in_kernel=fused, use_beta_sigmoid_in_kernel=fused, **in_kernel,
     )
+
+
+def kda_recurrent(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    """fla's fused_recurrent_kda; shapes and returns as ``reference.kda_recurrent``. Forward only."""
+    return _fused_recurrent_kda(q, k, v, g, beta, scale, initial_state, output_final_state)
+
+
+def kda_recurrent_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                      output_final_state=False):
+    """fused_recurrent_kda on raw projections, as ``kda_chunked_raw`` (the fused decode step)."""
+    return _fused_recurrent_kda(q, k, v, f, beta_logits, scale, initial_state, output_final_state,
+                                A_log=A_log.float(), dt_bias=dt_bias.float())

@@ -118,6 +118,7 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
     inputs = make_inputs(device, dtype, **SHAPE)
     paths = {"fla.chunk_kda": kernel.kda_chunked, "fla.fused_recurrent_kda": kernel.kda_recurrent}
     rows = run_paths("kda", paths, reference.kda_chunked, inputs, backward_paths=("fla.chunk_kda",))
-    fused = "fla.chunk_kda+fused_inputs"  # the in-kernel l2norm, gate and sigmoid (KDA fuse_inputs=True)
+    fused = {"fla.chunk_kda+fused_inputs": kernel.kda_chunked_raw,  # in-kernel l2norm, gate, sigmoid
+             "fla.fused_recurrent_kda+fused_inputs": kernel.kda_recurrent_raw}  # (KDA fuse_inputs=True)
     raw = make_raw_inputs(device, dtype, **SHAPE)
-    return rows + run_paths("kda", {fused: kernel.kda_chunked_raw}, reference.kda_chunked_raw, raw, (fused,))
+    return rows + run_paths("kda", fused, reference.kda_chunked_raw, raw, ("fla.chunk_kda+fused_inputs",))

@@ -142,3 +142,10 @@ def kda_chunked_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial
     kernel path ``kernel.kda_chunked_raw``."""
     q, k, g, beta = raw_inputs(q, k, f, beta_logits, A_log, dt_bias)
     return kda_chunked(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)
+
+
+def kda_recurrent_raw(q, k, v, f, beta_logits, A_log, dt_bias, scale=None, initial_state=None,
+                      output_final_state=False):
+    """``kda_recurrent`` on a layer's raw projections: the reference of ``kernel.kda_recurrent_raw``."""
+    q, k, g, beta = raw_inputs(q, k, f, beta_logits, A_log, dt_bias)
+    return kda_recurrent(q, k, v, g, beta, scale, initial_state, output_final_state)
