@@ -11,8 +11,8 @@
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
 #                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs)
-#   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1, eager and whole-step
-#                      compiled (DECODE_FUSE); L = 4k..1M at batch 1,
+#   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1 (and with fuse_inputs),
+#                      eager and whole-step compiled (DECODE_FUSE); L = 4k..1M at batch 1,
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults), then KDA with
 #                      KDA and GDN with fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
@@ -67,8 +67,8 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
   --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
-stage decode "${DECODE_S:-180}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
-  --archs mla,attn,kda_mla_3to1 --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
+stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
+  --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1,kda_fused_mla_3to1}" --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
