@@ -217,6 +217,19 @@ def test_report_renders_a_table(tmp_path, capsys):
     assert report.compress_impls("0:a=x 1:a=x 2:b=y 3:a=x") == "a=x[0-1] b=y[2] a=x[3]"
 
 
+def test_decode_ratios_against_the_hybrid():
+    def row(arch, ms, cache, context=131072, status="ok"):
+        return dict(arch=arch, fuse="eager", batch=1, context=context, status=status, ms_per_token=ms,
+                    cache_bytes_measured=cache)
+
+    rows = [row("attn", 3.0, 800), row("mla", 2.0, 400), row("kda_mla_3to1", 1.0, 100),
+            row("kda_mla_3to1", 0.5, 50, context=4096), row("attn", None, None, context=4096, status="oom")]
+    got = report.decode_ratios(rows)
+    assert got[0] == dict(hybrid="kda_mla_3to1", fuse="eager", batch=1, context=131072, hybrid_ms=1.0,
+                          attn_over_hybrid=3.0, mla_over_hybrid=2.0, cache_vs_mla=0.25)
+    assert got[1]["attn_over_hybrid"] is None and got[1]["mla_over_hybrid"] is None  # no ok peers at 4096
+
+
 def test_bad_arguments_name_the_option():
     with pytest.raises(ValueError, match="--archs"):
         parse_archs("attn,transformer")
