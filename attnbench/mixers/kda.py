@@ -8,8 +8,9 @@
     y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
-channel. fuse_inputs=True hands the kernel path's chunked op the raw q, k, gate and beta
-projections, which fla's chunk_kda normalises, gates and sigmoids in-kernel (as fla's own layer). Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
+channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
+fuse_inputs=True hands the kernel path's ops the raw q, k, gate and beta projections, which fla's
+chunk_kda and fused_recurrent_kda normalise, gate and sigmoid in-kernel (as fla's own layer).
 HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
 
 Decoding state, a flat dict: conv_q, conv_k [B, H·K, conv_size-1] and conv_v [B, HV·V,
@@ -198,7 +199,7 @@ class KDA(DeltaRuleMixer):
                          output_gate, chunk_size, norm_eps, impl)
         if not isinstance(fuse_inputs, bool):
             raise ValueError(f"fuse_inputs must be true or false; got {fuse_inputs!r}")
-        self.fuse_inputs = fuse_inputs  # the kernel path's chunked op normalises q, k and makes g, beta
+        self.fuse_inputs = fuse_inputs  # the kernel path's ops normalise q, k and make g and beta
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
         HV, K = self.HV, self.K
