@@ -2,13 +2,17 @@
 
     MLP(x) = W_down (SiLU(W_gate x) ⊙ (W_up x))
 
-three bias-free matrices, 3·D·F parameters, 6·D·F forward FLOPs per token.
+three bias-free matrices, 3·D·F parameters, 6·D·F forward FLOPs per token. On CUDA the gate
+product is one compiled kernel each way (``fused_on_cuda``): eager SiLU then ⊙ is five passes
+over the [B, T, F] activations forward and about nine backward.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..mixers.layers import fused_on_cuda
 
 
 class SwiGLU(nn.Module):
@@ -23,10 +27,16 @@ class SwiGLU(nn.Module):
         self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(swiglu(self.gate(x), self.up(x)))
 
     def active_params(self) -> int:
         return 3 * self.d_model * self.d_ff
 
     def flops_per_token(self) -> float:
         return 2.0 * self.active_params()
+
+
+@fused_on_cuda
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SiLU(gate) ⊙ up, gate and up [B, T, F]."""
+    return F.silu(gate) * up

@@ -101,3 +101,11 @@ def test_active_params():
 def test_bad_top_k():
     with pytest.raises(ValueError, match="top_k"):
         MoE(8, 8, n_experts=2, top_k=3)
+
+
+def test_swiglu_is_the_papers_formula():
+    """MLP(x) = W_down (SiLU(W_gate x) ⊙ W_up x), written out here apart from models/mlp.py."""
+    mlp = SwiGLU(16, 32).double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    want = (F.silu(x @ mlp.gate.weight.T) * (x @ mlp.up.weight.T)) @ mlp.down.weight.T
+    torch.testing.assert_close(mlp(x), want, rtol=1e-12, atol=1e-12)
