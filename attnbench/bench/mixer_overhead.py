@@ -14,8 +14,9 @@ For each mixer, forward + backward (median, synchronised; bench/timing.py) of
     [B·T, in_features] input.
 overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (short
 convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` adds the mixer
-step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes. Weights and inputs in --dtype
-(bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are timed.
+step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes.
+Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are
+timed.
 """
 from __future__ import annotations
 
@@ -80,21 +81,22 @@ def mamba2_inputs(mixer, b, t, device, dtype):
 def delta_inputs(mixer, b, t, device, dtype):
     """The chunked op the KDA/GDN mixer picks (``pick_op``, as its forward does) on q, k
     [B, T, H, K] (L2-normalised), v [B, T, HV, V], g (log-decay, float32, [B, T, HV, K] for KDA,
-    [B, T, HV] for GDN) and beta [B, T, HV] in (0, 1)."""
-    h, hv, dk, dv = mixer.H, mixer.HV, mixer.K, mixer.V
-    q = F.normalize(torch.randn(b, t, h, dk, device=device), dim=-1).to(dtype).requires_grad_()
-    k = F.normalize(torch.randn(b, t, h, dk, device=device), dim=-1).to(dtype).requires_grad_()
-    v = leaf(b, t, hv, dv, device=device, dtype=dtype)
+    [B, T, HV] for GDN) and beta [B, T, HV] in (0, 1); or, for an op that takes raw inputs
+    (fuse_inputs), q, k, the gate's pre-activation and beta logits, all random."""
     from attnbench.mixers.kda import KDA
 
+    h, hv, dk, dv = mixer.H, mixer.HV, mixer.K, mixer.V
     gate_shape = (b, t, hv, dk) if isinstance(mixer, KDA) else (b, t, hv)  # per channel (KDA) or per head (GDN)
-    g = (-torch.rand(*gate_shape, device=device) * 0.1).requires_grad_()  # log-decay <= 0
-    beta = torch.rand(b, t, hv, device=device).to(dtype).requires_grad_()
-    use_kernel = not mixer.impl_ran.startswith("torch")
-    fn, name, extra = mixer.pick_op(False, use_kernel, device)
-    if extra.pop("raw_inputs", False):  # the op normalises, gates and sigmoids in-kernel: raw inputs
+    fn, name, extra = mixer.pick_op(False, not mixer.impl_ran.startswith("torch"), device)
+    v = leaf(b, t, hv, dv, device=device, dtype=dtype)
+    if extra.pop("raw_inputs", False):  # the op normalises, gates and sigmoids in-kernel
         q, k = (leaf(b, t, h, dk, device=device, dtype=dtype) for _ in "qk")
         g, beta = leaf(*gate_shape, device=device, dtype=dtype), leaf(b, t, hv, device=device, dtype=dtype)
+    else:
+        q, k = (F.normalize(torch.randn(b, t, h, dk, device=device), dim=-1).to(dtype).requires_grad_()
+                for _ in "qk")
+        g = (-torch.rand(*gate_shape, device=device) * 0.1).requires_grad_()  # log-decay <= 0
+        beta = torch.rand(b, t, hv, device=device).to(dtype).requires_grad_()
     return [q, k, v, g, beta], (f"{name} ({fn.__module__.rsplit('.', 2)[-2]}.{fn.__name__})",
                                 lambda: fn(q, k, v, g, beta, **extra))
 

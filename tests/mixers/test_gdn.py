@@ -8,7 +8,7 @@ from attnbench.mixers import build_mixer, state_nbytes
 from attnbench.mixers.gdn import GatedDeltaNet
 from attnbench.ops.compare import rel_rms
 
-from .test_kda import decode
+from .test_kda import assert_same_outputs_and_grads, decode
 
 SMALL = dict(d_model=16, n_heads=2, head_dim=8, chunk_size=4)
 
@@ -143,14 +143,8 @@ def test_fused_inputs_path_equals_the_plain_one(monkeypatch, chosen):
     plain = small(impl="torch", n_v_heads=4, output_gate="sigmoid")
     fused = small(impl="kernel", n_v_heads=4, output_gate="sigmoid", fuse_inputs=True)
     fused.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 9, 16, dtype=torch.float64)
-    outputs = []
-    for m in (plain, fused):
-        y, _ = m(x)
-        outputs.append([y.detach(), *torch.autograd.grad(y.pow(2).sum(), list(m.parameters()))])
+    assert_same_outputs_and_grads(plain, fused, torch.randn(2, 9, 16, dtype=torch.float64))
     assert fused.impl_ran == {"via_kda": kernel.VIA_KDA, "native": kernel.NATIVE}[chosen] + "+fused_inputs"
-    for name, got, want in zip(["y", *dict(plain.named_parameters())], outputs[1], outputs[0]):
-        assert rel_rms(got, want) <= 1e-10, name
 
 
 def test_gradients_reach_every_parameter():

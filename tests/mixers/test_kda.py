@@ -15,6 +15,17 @@ def small(**kw):
     return KDA(**{**SMALL, **kw}).double()
 
 
+def assert_same_outputs_and_grads(want_mixer, got_mixer, x, tol=1e-10):
+    """Both mixers (same weights) on x: output and every parameter's gradient agree. Returns y."""
+    results = []
+    for m in (want_mixer, got_mixer):
+        y, _ = m(x)
+        results.append([y.detach(), *torch.autograd.grad(y.pow(2).sum(), list(m.parameters()))])
+    for name, want, got in zip(["y", *dict(want_mixer.named_parameters())], *results):
+        assert rel_rms(got, want) <= tol, name
+    return results[0][0]
+
+
 def decode(m, x, t):
     """Prefill t tokens (if any), then one token at a time; returns outputs, final state, impls."""
     state = m.init_state(x.shape[0], x.shape[1], dtype=x.dtype)
@@ -175,18 +186,12 @@ def test_fused_inputs_path_equals_the_plain_one(monkeypatch, kw):
     plain, fused = small(**kw, impl="torch"), small(**kw, fuse_inputs=True, impl="kernel")
     fused.load_state_dict(plain.state_dict())
     x = torch.randn(2, 9, 16, dtype=torch.float64)
-    outputs = []
-    for m in (plain, fused):
-        y, _ = m(x)
-        grads = torch.autograd.grad(y.pow(2).sum(), list(m.parameters()))
-        outputs.append([y.detach(), *grads])
+    full = assert_same_outputs_and_grads(plain, fused, x)
     assert fused.impl_ran == "fla.chunk_kda+fused_inputs"
-    for name, got, want in zip(["y", *dict(plain.named_parameters())], outputs[1], outputs[0]):
-        assert rel_rms(got, want) <= 1e-10, name
     with torch.no_grad():
         y, _, ran = decode(fused, x, 6)
     assert ran == ["fla.chunk_kda+fused_inputs"] + ["fla.fused_recurrent_kda+fused_inputs"] * 3
-    assert rel_rms(y, outputs[0][0]) <= 1e-10
+    assert rel_rms(y, full) <= 1e-10
 
 
 def test_raw_inputs_equal_the_mixers_own_preprocessing():

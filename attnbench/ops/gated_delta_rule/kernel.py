@@ -12,7 +12,8 @@ exactly; ``chunk_path()`` picks it where the native kernel is refused and says w
 
 Inputs as in reference.py (q, k L2-normalised, beta sigmoided, g the log-decay [B, T, HV]);
 all in-kernel options stay off, except in the ``*_raw`` paths, which take the layer's raw
-projections (``reference.gdn_chunked_raw``) and let the kernels do that preprocessing. The initial state is cast to float32, as fla wants it.
+projections (``reference.gdn_chunked_raw``) and let the kernels do that preprocessing. The
+initial state is cast to float32, as fla wants it.
 """
 from __future__ import annotations
 

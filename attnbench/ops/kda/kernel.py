@@ -5,9 +5,9 @@
 
 Inputs as in reference.py: q, k already L2-normalised, beta already sigmoided, g the log-decay,
 so the kernels run with every in-kernel option off (use_qk_l2norm_in_kernel,
-use_gate_in_kernel, use_beta_sigmoid_in_kernel); ``kda_chunked_raw`` turns them all on and
-takes the layer's raw projections (``reference.kda_chunked_raw``). fla requires a float32 initial state; it is
-cast here, and the final state comes back in float32. fla is imported lazily: on a machine
+use_gate_in_kernel, use_beta_sigmoid_in_kernel); the ``*_raw`` paths turn them all on and take
+the layer's raw projections (``reference.kda_chunked_raw``). fla requires a float32 initial
+state; it is cast here, and the final state comes back in float32. fla is imported lazily: on a machine
 without CUDA ``available()`` says why, and nothing here imports Triton.
 """
 from __future__ import annotations
