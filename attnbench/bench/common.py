@@ -40,6 +40,10 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "kda_fused": {"pattern": "K", "ratio": None, "mixer_options": {"kda": {"fuse_inputs": True}}},
     "kda_fused_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
                            "mixer_options": {"kda": {"fuse_inputs": True}}},
+    # MLA decode steps as cuBLAS matmuls instead of the Triton flash-decoding kernel: its baseline
+    "mla_matmul": {"pattern": "M", "ratio": None, "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
+    "kda_mla_3to1_matmul": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
+                            "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
 }
 STATUSES = ("ok", "oom", "skipped", "refused", "error")
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)

@@ -16,8 +16,11 @@ K/V that fla's MLA caches (L·H·(Kn + R + V): 5120 per token at 16 heads).
 Which form runs (``absorb``): 'never' = un-absorbed, 'always' = absorbed, 'auto' = un-absorbed
 for training (no state), and with a state whichever form needs fewer FLOPs for this call
 (``form_flops``): absorbed for decode steps, un-absorbed for prefill. impl: 'torch' = the
-explicit softmax reference, 'kernel'/'auto' = SDPA. ``impl_ran`` names both, e.g.
-'matmul.absorbed', 'torch.unabsorbed'.
+explicit softmax reference, 'kernel'/'auto' = SDPA, and for the absorbed form cuBLAS matmuls
+over the latent, or (``decode_kernel='auto'``) for a one-token decode step on a GPU, one
+flash-decoding Triton kernel that reads the latent once (ops/mla/decode_triton.py).
+``decode_kernel='matmul'`` keeps the matmuls (the baseline the benchmarks compare it with).
+``impl_ran`` names both, e.g. 'triton.absorbed', 'matmul.absorbed', 'torch.unabsorbed'.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from .layers import GatedRMSNorm
 from .rope import apply_rope
 
 ABSORB = ("auto", "always", "never")
+DECODE_KERNELS = ("auto", "matmul")  # auto: the Triton flash-decoding kernel where it fits
 _FORMS = {  # (resolved impl, absorbed) -> (op, impl_ran)
     ("torch", False): (mla_unabsorbed, "torch.unabsorbed"),
     ("torch", True): (mla_absorbed, "torch.absorbed"),
@@ -52,6 +56,7 @@ class MLA(Mixer):
         rope_theta: float = 10000.0,
         impl: str = "auto",
         absorb: str = "auto",
+        decode_kernel: str = "auto",
     ):
         super().__init__(d_model, impl)
         for name, value in (("n_heads", n_heads), ("kv_lora_rank", kv_lora_rank),
@@ -64,6 +69,9 @@ class MLA(Mixer):
             raise ValueError(f"rope_dim must be 0 (NoPE) or a positive even integer; got {rope_dim!r}")
         if absorb not in ABSORB:
             raise ValueError(f"absorb must be one of {', '.join(ABSORB)}; got {absorb!r}")
+        if decode_kernel not in DECODE_KERNELS:
+            raise ValueError(f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}; got {decode_kernel!r}")
+        self.decode_kernel = decode_kernel
         self.n_heads, self.kv_lora_rank, self.q_lora_rank = n_heads, kv_lora_rank, q_lora_rank
         self.qk_nope_head_dim, self.rope_dim, self.v_head_dim = qk_nope_head_dim, rope_dim, v_head_dim
         self.rope_theta, self.absorb = rope_theta, absorb
@@ -86,7 +94,7 @@ class MLA(Mixer):
         return (
             f"d_model={self.d_model}, n_heads={self.n_heads}, kv_lora_rank={self.kv_lora_rank}, "
             f"q_lora_rank={self.q_lora_rank}, qk_nope_head_dim={self.qk_nope_head_dim}, rope_dim={self.rope_dim}, "
-            f"v_head_dim={self.v_head_dim}, impl={self.impl}, absorb={self.absorb}"
+            f"v_head_dim={self.v_head_dim}, impl={self.impl}, absorb={self.absorb}, decode_kernel={self.decode_kernel}"
         )
 
     # -- decoding state ---------------------------------------------------------------------
@@ -129,7 +137,7 @@ class MLA(Mixer):
             c_kv, k_rope, state = self._append(state, c_kv, k_rope, offset)  # [B, S, C], [B, S, R]
             c_kv, k_rope = c_kv.to(x.dtype), k_rope.to(x.dtype)
         w_uk, w_uv = self.kv_up.weight.view(h, kn + dv, c).split([kn, dv], dim=1)  # [H, Kn, C], [H, V, C]
-        op, self.impl_ran = _FORMS[(self.resolved_impl, self._absorbed(t, c_kv.shape[1], state is not None))]
+        op, self.impl_ran = self._pick_op(self._absorbed(t, c_kv.shape[1], state is not None), q_nope, c_kv)
         rope_args = (q_rope, k_rope) if r else (None, None)
         o = op(q_nope, rope_args[0], c_kv, rope_args[1], w_uk, w_uv, self.scale)  # [B, T, H, V]
         return self.o_proj(o.reshape(b, t, h * dv)), state
@@ -139,6 +147,13 @@ class MLA(Mixer):
         state["c_kv"][:, offset:end] = c_kv  # written in place into the preallocated cache
         state["k_rope"][:, offset:end] = k_rope
         return state["c_kv"][:, :end], state["k_rope"][:, :end], {**state, "len": end}
+
+    def _pick_op(self, absorbed: bool, q_nope: torch.Tensor, c_kv: torch.Tensor):
+        """(op, impl_ran): the form's op, or the Triton decode kernel for a step it fits."""
+        if absorbed and self.resolved_impl == "kernel" and self.decode_kernel == "auto" \
+                and mla_kernel.triton_decode_fits(q_nope, c_kv)[0]:
+            return mla_kernel.mla_absorbed_triton, "triton.absorbed"
+        return _FORMS[(self.resolved_impl, absorbed)]
 
     def _absorbed(self, t: int, s: int, decoding: bool) -> bool:
         if self.absorb != "auto":

@@ -138,6 +138,7 @@ def test_flops_per_token():
         ({"q_lora_rank": 0}, "q_lora_rank must be a positive integer or None"),
         ({"rope_dim": 3}, "rope_dim must be 0 .NoPE. or a positive even integer"),
         ({"absorb": "sometimes"}, "absorb must be one of auto, always, never"),
+        ({"decode_kernel": "flash"}, "decode_kernel must be one of auto, matmul"),
         ({"impl": "flash"}, "impl must be one of torch, kernel, auto"),
     ],
 )

@@ -136,3 +136,14 @@ def test_parity_rows_on_cpu():
     assert {r["case"] for r in rows} == {"rope4", "nope", "rope4.offset", "rope4.decode", "nope.decode.split"}
     assert len([r for r in rows if r["case"] == "rope4"]) == 3 * 7  # output + 6 gradients, per path
     assert all(r["passed"] and r["rel_rms"] < 1e-5 for r in rows), rows
+
+
+def test_parity_rows_for_the_decode_kernel(monkeypatch):
+    """Where the Triton decode kernel fits, the decode cases get a forward-only row for it."""
+    monkeypatch.setattr(kernel, "triton_decode_fits", lambda q, c: (True, ""))
+    monkeypatch.setattr(kernel, "mla_absorbed_triton", kernel.mla_absorbed_matmul)  # stands in on the CPU
+    rows = parity.cases("cpu", torch.float32, batch=2, seq_len=16, n_heads=2, qk_nope_head_dim=8, v_head_dim=8,
+                        kv_lora_rank=16, rope_dim=4, decode_kernel=True)
+    decode = [r for r in rows if r["path"] == "triton.absorbed"]
+    assert {r["case"] for r in decode} == {"rope4.decode", "nope.decode.split"}
+    assert all(r["quantity"].startswith("output") and r["passed"] for r in decode), decode

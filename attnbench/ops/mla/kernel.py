@@ -1,7 +1,8 @@
 """MLA fast paths: the un-absorbed form as multi-head SDPA (training, prefill); the absorbed form
-as SDPA over the latent with the heads folded into the query axis, or as two cuBLAS matmuls
-over the latent (``mla_absorbed_matmul``, what the mixer runs for decode steps), whose second
-product is split over the cached positions (``weighted_latent_sum``).
+as SDPA over the latent with the heads folded into the query axis, as two cuBLAS matmuls
+over the latent (``mla_absorbed_matmul``), whose second product is split over the cached
+positions (``weighted_latent_sum``), or, for a decode step on a GPU, as one flash-decoding
+Triton kernel that reads the latent cache once (``mla_absorbed_triton``, decode_triton.py).
 
 Same inputs and output as reference.py. Why fold: in the absorbed form every head reads the
 same single key/value head ([c; k^R] and c), so H heads x T queries are H·T queries of one
@@ -10,6 +11,8 @@ no mask at all. Its key dim is C + R (576 for DeepSeek's 512 + 64), above the 25
 kernels take, so on CUDA SDPA picks its memory-efficient or math backend here.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -102,3 +105,44 @@ def weighted_latent_sum(probs: torch.Tensor, c_kv: torch.Tensor, split_len: int 
     if head < s:
         out = out + torch.bmm(probs[..., head:], c_kv[:, head:]).to(acc)
     return out.to(c_kv.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _import_decode_kernel():
+    from . import decode_triton  # imports Triton: only where a GPU path is asked for
+
+    return decode_triton
+
+
+def triton_decode_fits(q_nope: torch.Tensor, c_kv: torch.Tensor) -> tuple[bool, str]:
+    """(True, "") when ``mla_absorbed_triton`` can run this call, else (False, why not): one query
+    token, a 16-bit cache on CUDA, no gradient asked for (the kernel is forward only), Triton there."""
+    if q_nope.shape[1] != 1:
+        return False, f"{q_nope.shape[1]} query tokens (the decode kernel takes one)"
+    if not c_kv.is_cuda:
+        return False, f"the cache is on {c_kv.device.type}, not CUDA"
+    if c_kv.dtype not in (torch.bfloat16, torch.float16):
+        return False, f"the cache is {c_kv.dtype} (the decode kernel takes bf16 or fp16)"
+    if torch.is_grad_enabled() and q_nope.requires_grad:
+        return False, "a gradient is asked for (the decode kernel is forward only)"
+    try:
+        _import_decode_kernel()
+    except Exception as err:  # noqa: BLE001  ImportError or a Triton driver error: both mean "no"
+        return False, f"Triton is not importable ({type(err).__name__}: {err})"
+    return True, ""
+
+
+def mla_absorbed_triton(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale=None) -> torch.Tensor:
+    """Absorbed MLA for one query token: fold W^UK into q, one flash-decoding pass over the
+    latent (decode_triton.latent_decode), unfold W^UV. Same inputs and output as reference.py;
+    forward only."""
+    check_mla(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+    fits, why_not = triton_decode_fits(q_nope, c_kv)
+    if not fits:
+        raise RuntimeError(f"mla_absorbed_triton cannot run here: {why_not}")
+    b, _, h, _ = q_nope.shape
+    q_latent = absorb_query(q_nope, None, w_uk).reshape(b, h, -1)  # [B, H, C]
+    q_r = None if q_rope is None else q_rope.reshape(b, h, -1)  # [B, H, R]
+    o_latent = _import_decode_kernel().latent_decode(q_latent, q_r, c_kv, k_rope,
+                                                     _default_scale(q_nope, q_rope, scale))  # [B, H, C]
+    return absorb_output(o_latent[:, None], w_uv)  # [B, 1, H, V]

@@ -1,7 +1,8 @@
 """GPU parity rows for MLA: both SDPA forms in low precision vs the float32 un-absorbed reference.
 
 Paths are named as the mixer's ``impl_ran`` names them: 'sdpa.unabsorbed', 'matmul.absorbed'
-(and 'sdpa.absorbed', the SDPA form of the absorbed attention, kept as a checked alternative).
+(and 'sdpa.absorbed', the SDPA form of the absorbed attention, kept as a checked alternative),
+and, for the decode-step cases, 'triton.absorbed' (forward only: the output is its one row).
 Weights are scaled so that keys and values have unit scale, as after the latent RMSNorm.
 """
 from __future__ import annotations
@@ -50,11 +51,14 @@ def cases(
     kv_lora_rank: int = 512,
     rope_dim: int = 64,
     tol: float = TOL,
+    decode_kernel: bool | None = None,
 ) -> list[dict]:
     """Rows for rope (DeepSeek) and NoPE (Kimi Linear) at T = S, and, with rope, a chunk of S/4
     queries at an offset and a single decode step (the absorbed form's real use); then a NoPE
     decode step over a cache of 3 splits and a tail (kernel.weighted_latent_sum), held as the
-    prefix of a longer buffer as the mixer's cache is."""
+    prefix of a longer buffer as the mixer's cache is. Decode cases also check the Triton decode
+    kernel when ``decode_kernel`` (default: on CUDA, the only place the mixer asks for it)."""
+    decode_kernel = torch.device(device).type == "cuda" if decode_kernel is None else decode_kernel
     gen = torch.Generator().manual_seed(0)
     long_cache = 3 * kernel.SPLIT_LEN + seq_len // 4
     configs = [  # (case, rope dim, T, S)
@@ -72,4 +76,17 @@ def cases(
         for path, fn in PATHS:
             got = _forward_backward(_call(fn, s), inputs, grad_out)
             rows += compare("mla", case, path, got, ref, tol)
+        if t == 1 and decode_kernel:
+            rows += _decode_kernel_rows(case, inputs, ref, s, tol)
     return rows
+
+
+def _decode_kernel_rows(case: str, inputs: dict, ref: dict, s: int, tol: float) -> list[dict]:
+    """The Triton decode kernel's output against the reference's, or a disabled row saying why it cannot run."""
+    fits, why_not = kernel.triton_decode_fits(inputs["q_nope"], inputs["c_kv"])
+    if not fits:
+        return [dict(op="mla", path="triton.absorbed", quantity=f"output ({case})", rel_rms=float("nan"), tol=tol,
+                     passed=False, case=case, reason=why_not, note=f"disabled: {why_not}")]
+    with torch.no_grad():
+        out = _call(kernel.mla_absorbed_triton, s)(**inputs).float()
+    return compare("mla", case, "triton.absorbed", {"output": out}, {"output": ref["output"]}, tol)
