@@ -5,8 +5,13 @@
 #
 # Needs fla, Hydra (and mamba_ssm) importable: if they are not, the wheels in .whl/ (made by
 # scripts/gpu_wheels.sh) are installed into /tmp/site first.
-# Stages, in order of importance, each under its own time limit (a stage cut short keeps the rows
-# it measured: run folders are rewritten after every architecture):
+# Stages, each under its own time limit (a stage cut short keeps the rows it measured: run
+# folders are rewritten after every architecture):
+#   0. warmup          scripts/warm_kernels.py: every fla / mamba_ssm kernel path the stages below
+#                      use, compiled in parallel processes into the shared Triton cache, with stored
+#                      autotune choices when results/kernel_configs/<card>/ exists (scripts/gpu_env.sh),
+#                      else autotuned; the choices come back as kernel_configs.tar.gz (WARMUP_S, default
+#                      300; FRESH_CONFIGS=1 ignores stored choices and tunes anew; WARM_ARGS: more options)
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
@@ -21,14 +26,16 @@
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
 # BUDGET_S (default 540) bounds the whole run; SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
 # $OUT receives (<= 8 files): report.md (all tables), gpu_bench.log, bench_runs.tar.gz (every run
-# folder with CSV/JSON/env/figures, and the parity folder) and four figures.
+# folder with CSV/JSON/env/figures, and the parity folder), four figures and kernel_configs.tar.gz
+# (after a warmup; to commit it: tar -xzf kernel_configs.tar.gz && mv kernel_configs
+# results/kernel_configs/<card>, the card as fla names it, e.g. NVIDIA_H200).
 set -uo pipefail
 OUT=${1:-${OUT:-gpu_bench_out}}
 WORK=${WORK:-/tmp/attnbench_gpu_bench}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_bench.log"
 source scripts/gpu_env.sh >>"$LOG" 2>&1  # env, wheels from .whl/, Triton cache
-STAGES=${STAGES:-parity throughput decode mixer_overhead mixer_overhead_fused prefill throughput_compiled}
+STAGES=${STAGES:-warmup parity throughput decode mixer_overhead mixer_overhead_fused prefill throughput_compiled}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 DEADLINE=$((SECONDS + ${BUDGET_S:-540}))  # the device tool stops a command at 600 s: leave time to pack
@@ -59,7 +66,10 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$LOG"
 
-stage warmup 300 python3 scripts/diag_kernels.py
+grep "^kernel configs:" "$LOG" | tail -n1  # what gpu_env.sh found for this card
+WARMUP_S=${WARMUP_S:-300}  # workers stop at WARMUP_S - 50 s, save what they tuned, and the parent merges
+stage warmup "$WARMUP_S" python3 scripts/warm_kernels.py --out "$WORK/kernel_configs" --time-limit $((WARMUP_S - 50)) ${WARM_ARGS:-}
+[ -f "$WORK/kernel_configs/index.json" ] && tar -czf "$OUT/kernel_configs.tar.gz" -C "$WORK" kernel_configs
 stage parity 180 python3 -m attnbench.bench.parity --out "$WORK/parity"
 STATUS="$WORK/parity/kernel_status.json"
 if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else

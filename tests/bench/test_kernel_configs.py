@@ -1,0 +1,120 @@
+"""kernel_configs writes files that fla's own reader finds: a real CachedAutotuner (built on CPU,
+never launched) with a hand-filled cache is dumped, then fla's KernelConfigFile and a fresh
+autotuner's maybe_load_cached_config must return the same config. warm_kernels.py on a CPU
+reports every worker as 'no CUDA' and exits 0."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+cache_mod = pytest.importorskip("fla.ops.utils.cache")
+
+from attnbench.bench import kernel_configs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = [triton.Config({"BK": 32}, num_warps=4, num_stages=2), triton.Config({"BK": 64}, num_warps=8, num_stages=3)]
+
+
+@triton.jit
+def fake_kernel_for_test(x, y, H: tl.constexpr, K, BK: tl.constexpr):
+    pass  # never launched: only its autotuner's cache is read
+
+
+def make_tuner():
+    """@heuristics(@fla_cache_autotune(@jit)), as fla stacks its decorators."""
+    tuner = cache_mod.fla_cache_autotune(configs=CONFIGS, key=["H", "K"])(fake_kernel_for_test)
+    return tuner, triton.heuristics({"EXTRA": lambda args: 1})(tuner)
+
+
+@pytest.fixture
+def fake_fla_module(monkeypatch):
+    tuner, wrapped = make_tuner()
+    module = types.ModuleType("fla.ops.fake_for_test")
+    module.fake_kernel_for_test = wrapped
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(cache_mod, "FLA_CACHE_MODE", cache_mod.FlaCacheMode.DISABLED)  # as fla reads it at import
+    cache_mod.load_config_file.cache_clear()
+    yield tuner
+    cache_mod.load_config_file.cache_clear()
+
+
+def test_dump_is_read_back_by_fla(fake_fla_module, tmp_path, monkeypatch):
+    tuner = fake_fla_module
+    small, large = (4, 128, "torch.bfloat16", "torch.float32"), (16, 128, "torch.bfloat16", "torch.float32")
+    tuner.cache[small], tuner.cache[large] = CONFIGS[0], CONFIGS[1]
+    summary = kernel_configs.dump(tmp_path)
+    assert summary["fake_kernel_for_test"] == 2
+    data = json.loads((tmp_path / "fake_kernel_for_test.json").read_text())
+    assert [e["autotune_key"] for e in data["autotune_entries"].values()][0] == list(large)  # largest first
+    assert data["default_config"]["kwargs"] == {"BK": 64}
+    index = json.loads((tmp_path / kernel_configs.INDEX).read_text())
+    assert index["kernels"]["fake_kernel_for_test"] == 2 and "triton" in index
+
+    file = cache_mod.KernelConfigFile.from_file(tmp_path / "fake_kernel_for_test.json")
+    for key, cfg in ((small, CONFIGS[0]), (large, CONFIGS[1])):
+        found = file.lookup_exact(cache_mod.AutotuneKey(key))["config"]
+        assert (found["kwargs"], found["num_warps"], found["num_stages"]) == (cfg.kwargs, cfg.num_warps, cfg.num_stages)
+    fuzzy = file.lookup_fuzzy(cache_mod.AutotuneKey((8, 64, "torch.bfloat16", "torch.float32")))
+    assert fuzzy["config"]["kwargs"] == {"BK": 64}  # an unseen shape takes the largest key's config
+    assert file.lookup_fuzzy(cache_mod.AutotuneKey((8, 64, "torch.float16", "torch.float32"))) is None
+
+    # The path a kernel call takes: a fresh autotuner loads the config into its own cache.
+    monkeypatch.setattr(cache_mod, "FLA_CACHE_MODE", cache_mod.FlaCacheMode.FUZZY)
+    monkeypatch.setenv("FLA_CONFIG_DIR", str(tmp_path))
+    cache_mod.load_config_file.cache_clear()
+    fresh, _ = make_tuner()
+    fresh.maybe_load_cached_config(cache_mod.AutotuneKey(small), nargs={}, runtime_kwargs={})
+    loaded = fresh.cache[small]
+    assert (loaded.kwargs, loaded.num_warps, loaded.num_stages) == ({"BK": 32}, 4, 2)
+
+    # A dump under FLA_CACHE_MODE=fuzzy keeps only what was measured: keys fla resolved from the
+    # folder (exactly, or by structure) are left out; a key of another structure is new.
+    fresh.cache[(8, 64, "torch.bfloat16", "torch.float32")] = CONFIGS[0]  # fuzzy-loaded
+    fresh.cache[(8, 64, "torch.float16", "torch.float32")] = CONFIGS[0]  # tuned here
+    monkeypatch.setitem(sys.modules, "fla.ops.fake_for_test", types.SimpleNamespace(k=fresh))
+    assert kernel_configs.dump(tmp_path / "new") == {"fake_kernel_for_test": 1}
+
+
+def test_merge_keeps_both_workers_entries(fake_fla_module, tmp_path):
+    tuner = fake_fla_module
+    tuner.cache[(4, 128, "torch.bfloat16")] = CONFIGS[0]
+    kernel_configs.dump(tmp_path / "a")
+    tuner.cache.clear()
+    tuner.cache[(16, 128, "torch.bfloat16")] = CONFIGS[1]
+    kernel_configs.dump(tmp_path / "b")
+    assert kernel_configs.merge(tmp_path / "all", [tmp_path / "a", tmp_path / "b"])["fake_kernel_for_test"] == 2
+
+
+def test_gpu_env_names_the_folder_as_fla_does():
+    """gpu_env.sh names the committed folder in bash; it must agree with fla's sanitize_gpu_name."""
+    for name in ("NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "  "):
+        bash = subprocess.run(["bash", "-c", f'source <(grep -A2 "^sanitize_gpu_name()" scripts/gpu_env.sh); '
+                               f'sanitize_gpu_name "{name}"'], cwd=REPO, capture_output=True, text=True)
+        assert bash.stdout.strip() == cache_mod.sanitize_gpu_name(name), bash.stderr
+
+
+def test_warm_kernels_without_cuda(tmp_path):
+    done = subprocess.run([sys.executable, "scripts/warm_kernels.py", "--out", str(tmp_path / "cfg"),
+                           "--groups", "kda,ssd", "--shapes", "train"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "kda@train" in done.stdout and "ssd" in done.stdout and "no CUDA" in done.stdout
+    bad = subprocess.run([sys.executable, "scripts/warm_kernels.py", "--groups", "nope"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_plain_autotuners_are_counted_not_written(fake_fla_module, tmp_path, monkeypatch):
+    """fla never reads files for plain triton.autotune kernels: index.json lists them instead."""
+    plain = triton.autotune(configs=CONFIGS, key=["H"])(fake_kernel_for_test)
+    plain.cache[(4, "torch.bfloat16")] = CONFIGS[0]
+    monkeypatch.setitem(sys.modules, "fla.ops.fake_plain_for_test", types.SimpleNamespace(k=plain))
+    assert kernel_configs.dump(tmp_path) == {}
+    assert json.loads((tmp_path / kernel_configs.INDEX).read_text())["plain_autotuned"] == {"fake_kernel_for_test": 1}
