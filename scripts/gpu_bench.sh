@@ -58,7 +58,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # a CPU dry run of this script at tiny sizes (th
   PREFILL=(+bench=tiny --device cpu --start-len 64 --max-len 256)
 else
   TRAIN=(+bench=train_ref --tokens-per-step 16384); SEQS=(--seq-lens ${TRAIN_SEQS:-512 2048 8192}); SEQ_REF=(--seq-lens 2048)
-  DECODE=(+bench=decode_ref --contexts 4096 16384 65536 131072 524288 1048576)
+  DECODE=(+bench=decode_ref --contexts ${DECODE_CONTEXTS:-4096 16384 65536 131072 524288 1048576})
   OVERHEAD=(+bench=decode_ref --batch 8 --seq-len 2048)
   PREFILL=(+bench=decode_ref --start-len 4096 --max-len 524288)
 fi
