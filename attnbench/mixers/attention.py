@@ -23,7 +23,7 @@ from torch import nn
 from ..ops.attention import kernel as attn_kernel
 from ..ops.attention.reference import attention_reference
 from .base import Mixer, State, choose_impl, dtype_bytes, require_divisible
-from .rope import apply_rope
+from .rope import compute_dtype, rope_table_at, rotate
 
 POS_EMBS = ("rope", "none")
 
@@ -60,6 +60,9 @@ class Attention(Mixer):
         self.qkv_proj = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * head_dim, bias=False)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=False)
         self.resolved_impl = choose_impl(impl, (True, ""), "Attention")  # SDPA is always there
+        # Decided here, not per call: traced in a compiled forward, the flash_attn import attempt
+        # behind kernel.available() was a graph break per layer (torch 2.11, CUDA, no flash_attn).
+        self.kernel_backend = "auto" if attn_kernel.available()[0] else "sdpa"
 
     def extra_repr(self) -> str:
         return (
@@ -98,9 +101,9 @@ class Attention(Mixer):
         q = q.view(b, t, h, dk)  # [B, T, H, K]
         k = k.view(b, t, h_kv, dk)  # [B, T, H_kv, K]
         v = v.view(b, t, h_kv, dk)  # [B, T, H_kv, K]
-        if self.pos_emb == "rope":
-            positions = torch.arange(offset, offset + t, device=x.device)  # absolute positions
-            q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+        if self.pos_emb == "rope":  # at absolute positions offset .. offset + T - 1
+            cos, sin = rope_table_at(offset, t, dk, self.rope_theta, compute_dtype(q.dtype), x.device)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if state is not None:
             k, v, state = self._append(state, k, v, offset)  # the filled prefix, [B, S, H_kv, K]
         o = self._attend(q, k.to(q.dtype), v.to(q.dtype))  # [B, T, H, K]
@@ -119,7 +122,7 @@ class Attention(Mixer):
         if self.resolved_impl == "torch":
             self.impl_ran = "torch.softmax"
             return attention_reference(q, k, v, self.scale)
-        o, self.impl_ran = attn_kernel.attention(q, k, v, self.scale)
+        o, self.impl_ran = attn_kernel.attention(q, k, v, self.scale, backend=self.kernel_backend)
         return o
 
     # -- cost -------------------------------------------------------------------------------

@@ -22,11 +22,16 @@ def fused_on_cuda(fn):
     first tensor argument is [B, T, ...]; decode steps (T = 1) stay eager, where CUDA graphs
     capture them, unless FUSE_STEPS is set: under a graph, launches cost nothing but every small
     kernel still costs its few microseconds of GPU time, and a KDA layer's step is ~80 of them.
+
+    Inside a compiled model (torch.compile of the whole LM) ``fn`` itself is traced into the
+    caller's graph: one graph, fused by its compiler, instead of a nested compile.
     """
     compiled = torch.compile(fn, dynamic=True)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
         x = next(a for a in args if isinstance(a, torch.Tensor))
         return compiled(*args, **kwargs) if (x.is_cuda and (x.shape[1] > 1 or FUSE_STEPS)) else fn(*args, **kwargs)
 

@@ -10,12 +10,25 @@ output channels, so they describe the same model family.
 Positions are passed explicitly ([T] integers), so a decode step at offset t rotates by t, and
 only the first ``rope_dim`` channels of the last axis are rotated: MLA's decoupled rope key
 uses this on its own slice, partial-rotary attention on a prefix of the head.
+
+Cost, and why it is split in two: the cos/sin *table* ([T, rope_dim/2], float64 angles, rounded
+once to the dtype the rotation computes in) and the *rotation* (one fused kernel each way on
+CUDA). Eager, ``rope_table_at`` remembers the table for the last few (offset, T): a training run
+asks every layer for positions 0..T-1 on every step. Under torch.compile the table is an opaque
+op (``attnbench::rope_table``): inlined, Inductor recomputed the float64 cos/sin per element of
+[B, T, H, K] in every rotation kernel, 30% of an H200 training step at D=1024, T=2048.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 
 from .layers import fused_on_cuda
+
+MEMO_SLOTS = 4  # tables kept (a hybrid asks for a few rope dims; decode steps never hit)
+MEMO_MAX_ELEMENTS = 1 << 22  # T · rope_dim/2 above this is not kept (16 MiB a float32 table)
+_memo: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
 
 def rope_angles(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0) -> torch.Tensor:
@@ -25,6 +38,66 @@ def rope_angles(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0) 
     exponents = torch.arange(0, rope_dim, 2, dtype=torch.float64, device=positions.device) / rope_dim
     inv_freq = theta ** (-exponents)  # [rope_dim / 2]
     return positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, rope_dim / 2]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a rotation computes in: float32 for 16-bit inputs, else the input's."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _table(positions: torch.Tensor, rope_dim: int, theta: float, dtype: torch.dtype):
+    angles = rope_angles(positions, rope_dim, theta)[:, None, :]  # [T, 1, rope_dim / 2]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@torch.library.custom_op("attnbench::rope_table", mutates_args=())
+def _table_op(positions: torch.Tensor, rope_dim: int, theta: float,
+              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The table as one opaque step of a compiled graph, so Inductor cannot fuse its float64
+    cos/sin into every element of the rotation. Its outputs are fresh tensors, as an op's must be."""
+    return _table(positions, rope_dim, theta, dtype)
+
+
+@_table_op.register_fake
+def _(positions, rope_dim, theta, dtype):
+    shape = (positions.shape[0], 1, rope_dim // 2)
+    return positions.new_empty(shape, dtype=dtype), positions.new_empty(shape, dtype=dtype)
+
+
+def rope_table(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0,
+               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [T, 1, rope_dim / 2] in ``dtype``: float64 angles rounded once."""
+    if torch.compiler.is_compiling():
+        return _table_op(positions, rope_dim, theta, dtype)
+    return _table(positions, rope_dim, theta, dtype)
+
+
+def rope_table_at(offset: int, t: int, rope_dim: int, theta: float, dtype: torch.dtype,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """rope_table for positions offset .. offset + t - 1, remembered between eager calls.
+
+    Not remembered: under torch.compile (the table is part of the graph), single-token steps
+    (their offset moves every call), during CUDA-graph capture (the memory belongs to the graph)
+    and tables over MEMO_MAX_ELEMENTS. The key holds inference mode: an inference tensor cannot be
+    saved for a later backward.
+    """
+    device = torch.device(device)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if torch.compiler.is_compiling() or t == 1 or capturing or t * rope_dim // 2 > MEMO_MAX_ELEMENTS:
+        return rope_table(torch.arange(offset, offset + t, device=device), rope_dim, theta, dtype)
+    key = (offset, t, rope_dim, float(theta), dtype, device, torch.is_inference_mode_enabled())
+    if key in _memo:
+        _memo.move_to_end(key)
+        return _memo[key]
+    _memo[key] = table = _table(torch.arange(offset, offset + t, device=device), rope_dim, theta, dtype)
+    while len(_memo) > MEMO_SLOTS:
+        _memo.popitem(last=False)
+    return table
+
+
+def clear_rope_tables() -> None:
+    """Forget the remembered tables (they hold a little device memory)."""
+    _memo.clear()
 
 
 def apply_rope(
@@ -38,20 +111,21 @@ def apply_rope(
         raise ValueError(f"rope_dim={rope_dim} exceeds the head dim K={x.shape[-1]}")
     if positions.shape != (x.shape[1],):
         raise ValueError(f"positions must be [T={x.shape[1]}]; got shape {tuple(positions.shape)}")
-    angles = rope_angles(positions, rope_dim, theta)[:, None, :]  # [T, 1, rope_dim / 2]
-    return _rotate(x, angles.cos(), angles.sin(), rope_dim)
+    cos, sin = rope_table(positions, rope_dim, theta, compute_dtype(x.dtype))
+    return rotate(x, cos, sin)
 
 
-# On a GPU the ten elementwise kernels below (and their backward) cost more than the attention
-# they feed at T = 2048 (the attention mixer ran 83% over SDPA + projections on an H200); fused,
-# they are one kernel each way.
+# On a GPU the elementwise kernels below (and their backward) cost more than the attention they
+# feed at T = 2048 (the attention mixer ran 83% over SDPA + projections on an H200); fused, they
+# are one kernel each way.
 @fused_on_cuda
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_dim: int) -> torch.Tensor:
-    """The rotation itself; 16-bit inputs are rotated in float32, then rounded once."""
-    compute = torch.promote_types(x.dtype, torch.float32)
-    cos, sin = cos.to(compute), sin.to(compute)
-    rot, rest = x[..., :rope_dim].to(compute), x[..., rope_dim:]
-    first, second = rot.chunk(2, dim=-1)  # each [B, T, H, rope_dim / 2]
-    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-    return torch.cat([rotated.to(x.dtype), rest], dim=-1)  # [B, T, H, K]
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, T, H, K] rotated by a table (cos, sin) [T, 1, R/2] over its first R channels.
 
+    Computes in the table's dtype (float32 for 16-bit x: rotated, then rounded once)."""
+    rope_dim = 2 * cos.shape[-1]
+    first, second = x[..., :rope_dim].to(cos.dtype).chunk(2, dim=-1)  # each [B, T, H, R/2]
+    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1).to(x.dtype)
+    if rope_dim == x.shape[-1]:
+        return rotated
+    return torch.cat([rotated, x[..., rope_dim:]], dim=-1)  # [B, T, H, K]

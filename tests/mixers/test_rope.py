@@ -63,3 +63,29 @@ def test_low_precision_is_rotated_in_float32():
 def test_bad_inputs_raise(shape, positions, rope_dim, match):
     with pytest.raises(ValueError, match=match):
         apply_rope(torch.zeros(shape), positions, rope_dim=rope_dim)
+
+
+def test_table_is_remembered_per_offset_and_length_but_not_for_steps():
+    from attnbench.mixers.rope import clear_rope_tables, rope_table, rope_table_at
+
+    clear_rope_tables()
+    first = rope_table_at(0, 6, 8, 500.0, torch.float32, "cpu")
+    assert rope_table_at(0, 6, 8, 500.0, torch.float32, "cpu") is first  # training: every layer, every step
+    assert rope_table_at(2, 6, 8, 500.0, torch.float32, "cpu") is not first
+    assert rope_table_at(7, 1, 8, 500.0, torch.float32, "cpu") is not rope_table_at(7, 1, 8, 500.0, torch.float32, "cpu")
+    want = rope_table(torch.arange(6), 8, 500.0, torch.float32)
+    assert all(torch.equal(g, w) for g, w in zip(first, want))
+    with torch.inference_mode():
+        assert rope_table_at(0, 6, 8, 500.0, torch.float32, "cpu")[0].is_inference()
+    # an inference tensor could not be saved for a later backward: training gets its own
+    assert not rope_table_at(0, 6, 8, 500.0, torch.float32, "cpu")[0].is_inference()
+
+
+def test_table_is_float64_angles_rounded_once():
+    from attnbench.mixers.rope import rope_angles, rope_table
+
+    positions = torch.tensor([0, 3, 1_000_000])
+    cos, sin = rope_table(positions, 8, 10000.0, torch.float32)
+    angles = rope_angles(positions, 8)[:, None, :]
+    assert cos.shape == (3, 1, 4) and cos.dtype == torch.float32
+    assert torch.equal(cos, angles.cos().float()) and torch.equal(sin, angles.sin().float())
