@@ -14,9 +14,10 @@ uses this on its own slice, partial-rotary attention on a prefix of the head.
 Cost, and why it is split in two: the cos/sin *table* ([T, rope_dim/2], float64 angles, rounded
 once to the dtype the rotation computes in) and the *rotation* (one fused kernel each way on
 CUDA). Eager, ``rope_table_at`` remembers the table for the last few (offset, T): a training run
-asks every layer for positions 0..T-1 on every step. Under torch.compile the table is an opaque
-op (``attnbench::rope_table``): inlined, Inductor recomputed the float64 cos/sin per element of
-[B, T, H, K] in every rotation kernel, 30% of an H200 training step at D=1024, T=2048.
+asks every layer for positions 0..T-1 on every step. Under torch.compile the table of T > 1
+positions is an opaque op (``attnbench::rope_table``): inlined, Inductor recomputed the float64
+cos/sin per element of [B, T, H, K] in every rotation kernel, 30% of an H200 training step at
+D=1024, T=2048.
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ def _(positions, rope_dim, theta, dtype):
 
 def rope_table(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0,
                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin), each [T, 1, rope_dim / 2] in ``dtype``: float64 angles rounded once."""
-    if torch.compiler.is_compiling():
+    """(cos, sin), each [T, 1, rope_dim / 2] in ``dtype``: float64 angles rounded once.
+
+    Compiled, a single position (a decode step) stays inline: recomputed per element it is B·H·R/2
+    values, less than the dozen small kernels of the opaque op."""
+    if torch.compiler.is_compiling() and positions.shape[0] > 1:
         return _table_op(positions, rope_dim, theta, dtype)
     return _table(positions, rope_dim, theta, dtype)
 

@@ -74,6 +74,29 @@ def test_rope_table_is_one_opaque_op_in_the_graph():
     assert not any(op.startswith(("aten.cos", "aten.sin")) for op in forward_ops)
 
 
+def test_compiled_decoding_is_two_graphs_and_matches_eager():
+    """Compiled as bench.decode --fuse step does (dynamic shapes) over the KV cache: one graph for
+    the prefill and one for every later step. SDPA's is_causal was symbolic there: a graph break
+    per layer. (Dynamo only: the breaks are found in tracing.)"""
+    from torch._dynamo.utils import counters
+
+    dynamo.reset()
+    counters.clear()
+    model = attention_lm("kernel").double()
+    compiled = torch.compile(model, backend="eager", dynamic=True)
+    idx = torch.randint(0, 37, (2, 8))
+    with torch.no_grad():
+        want, _ = model(idx)
+        state = model.init_state(2, 8, dtype=torch.float64)
+        logits, state = compiled(idx[:, :5], state)
+        parts = [logits]
+        for i in range(5, 8):
+            logits, state = compiled(idx[:, i:i + 1], state)
+            parts.append(logits)
+    assert rel_rms(torch.cat(parts, 1), want) < 1e-12
+    assert not counters["graph_break"] and counters["frames"]["ok"] == 2
+
+
 def test_forward_does_not_ask_for_flash_attn(monkeypatch):
     """flash_attn's availability is settled at construction: in a compiled CUDA forward its import
     attempt was a graph break per layer (torch 2.11, without flash_attn)."""

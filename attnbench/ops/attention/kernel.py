@@ -66,8 +66,11 @@ def sdpa_attention(
         v = F.pad(v, (0, dk - dv))  # [B, S, H_kv, K]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, K], [B, H_kv, S, *]
     mask = None if t in (1, s) else causal_mask(t, s, q.device)  # [T, S], broadcast over B, H
+    # A branch, not the comparison itself: compiled with dynamic shapes the comparison is symbolic,
+    # which SDPA refuses (a graph break per layer); a branch is settled at trace time (and guarded).
+    is_causal = True if (t == s and t > 1) else False  # noqa: SIM210
     o = F.scaled_dot_product_attention(
-        qh, kh, vh, attn_mask=mask, is_causal=(t == s and t > 1), scale=scale, enable_gqa=groups > 1
+        qh, kh, vh, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=groups > 1
     )  # [B, H, T, V(padded)]
     return o.transpose(1, 2)[..., :dv]  # [B, T, H, V]
 
