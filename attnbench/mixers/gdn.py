@@ -20,8 +20,6 @@ chunk_kda, to gate). Decode steps run fla's fused_recurrent_gated_delta_rule.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +40,7 @@ class GatedDeltaNet(DeltaRuleMixer):
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                  kernel_path: str = "auto", fuse_inputs: bool = False, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
-                         output_gate, chunk_size, norm_eps, impl, functools.partial(_gdn_gate_widths, output_gate))
+                         output_gate, chunk_size, norm_eps, impl)
         if kernel_path not in KERNEL_PATHS:
             raise ValueError(f"kernel_path must be one of {', '.join(KERNEL_PATHS)}; got {kernel_path!r}")
         if not 0 < A_init_range[0] <= A_init_range[1]:
@@ -50,21 +48,23 @@ class GatedDeltaNet(DeltaRuleMixer):
         if not isinstance(fuse_inputs, bool):
             raise ValueError(f"fuse_inputs must be true or false; got {fuse_inputs!r}")
         self.kernel_path, self.fuse_inputs = kernel_path, fuse_inputs
+        self.a_proj = nn.Linear(d_model, self.HV, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.HV).uniform_(*A_init_range).log())
         self.dt_bias = nn.Parameter(dt_bias_init(self.HV, dt_min, dt_max, dt_init_floor))
+        if output_gate != "none":
+            self.g_proj = nn.Linear(d_model, self.HV * self.V, bias=False)
 
-    def log_decay(self, inputs):
+    def log_decay(self, x):
         """g = -exp(A_log) · softplus(W_a x + dt_bias), [B, T, HV], in at least float32."""
-        a = inputs["a"]
-        f32 = torch.promote_types(a.dtype, torch.float32)
-        return -self.A_log.to(f32).exp() * F.softplus(a.to(f32) + self.dt_bias.to(f32))
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        return -self.A_log.to(f32).exp() * F.softplus(self.a_proj(x).to(f32) + self.dt_bias.to(f32))
 
-    def gate_input(self, inputs):
+    def gate_input(self, x):
         """The gate's pre-activation W_a x, [B, T, HV] (for ops that make g themselves)."""
-        return inputs["a"]
+        return self.a_proj(x)
 
-    def output_gate_input(self, inputs):
-        return inputs["g"] if self.output_gate != "none" else None
+    def output_gate_input(self, x):
+        return self.g_proj(x) if self.output_gate != "none" else None
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:
@@ -78,8 +78,3 @@ class GatedDeltaNet(DeltaRuleMixer):
             return gdn_kernel.CHUNKED_RAW[path], f"{path}+fused_inputs", {
                 "chunk_size": self.chunk_size, "raw_inputs": True, "A_log": self.A_log, "dt_bias": self.dt_bias}
         return gdn_kernel.CHUNKED[path], path, {"chunk_size": self.chunk_size}
-
-
-def _gdn_gate_widths(output_gate: str, H: int, HV: int, K: int, V: int) -> dict[str, int]:
-    """GDN's slices of in_proj: the decay gate's W_a (one per value head) and the full-rank output gate."""
-    return {"a": HV} if output_gate == "none" else {"a": HV, "g": HV * V}

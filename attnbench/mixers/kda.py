@@ -7,10 +7,9 @@
     o    = KDA(q, k, v, g, β)                               ops/kda: the delta rule, KL Eq. 1
     y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
 
-Every projection of x (q, k, v, β and the gates' first factors) is one matmul, ``in_proj``,
-split by name (``project_inputs``): x is read once, a decode step is one GEMV instead of six,
-and the backward sums one dX instead of six. Each slice is initialised as its own nn.Linear
-would be (every Linear ~ N(0, std²) under the LM's init).
+q, k and v come from one matmul (``qkv_proj``, rows [q; k; v], as in mixers/attention.py): x is
+read once and a decode step is one GEMV instead of three. β and the gates keep their own
+matrices, so Muon orthogonalises them apart from the q/k/v block.
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
 channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
@@ -27,7 +26,6 @@ its output-gate projection and its ops.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -75,7 +73,7 @@ class DeltaRuleMixer(Mixer):
     """Projections, short convs, q/k L2 norm, β, gated output norm, state and op routing."""
 
     def __init__(self, d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
-                 output_gate, chunk_size, norm_eps, impl, gate_widths):
+                 output_gate, chunk_size, norm_eps, impl):
         super().__init__(d_model, check_impl(impl))
         self.H, self.HV, self.K, self.V = _head_dims(d_model, n_heads, head_dim, n_v_heads, expand_v)
         _positive_int("conv_size", conv_size)
@@ -87,26 +85,22 @@ class DeltaRuleMixer(Mixer):
         self.output_gate, self.chunk_size = output_gate, chunk_size
         H, HV, K, V = self.H, self.HV, self.K, self.V
 
-        # name -> width of each slice of in_proj; gate_widths(H, HV, K, V): the subclass's gate inputs
-        self.in_widths = {"q": H * K, "k": H * K, "v": HV * V, "b": HV, **gate_widths(H, HV, K, V)}
-        self.in_proj = nn.Linear(d_model, sum(self.in_widths.values()), bias=False)
+        self.qkv_widths = [H * K, H * K, HV * V]
+        self.qkv_proj = nn.Linear(d_model, sum(self.qkv_widths), bias=False)  # rows [W_q; W_k; W_v]
         if use_short_conv:
             self.q_conv = ShortConv(H * K, conv_size, activation="silu")
             self.k_conv = ShortConv(H * K, conv_size, activation="silu")
             self.v_conv = ShortConv(HV * V, conv_size, activation="silu")
+        self.b_proj = nn.Linear(d_model, HV, bias=False)
         self.o_norm = GatedRMSNorm(V, activation=OUTPUT_GATES[output_gate], eps=norm_eps)
         self.o_proj = nn.Linear(HV * V, d_model, bias=False)
 
     # ---- what a subclass supplies -------------------------------------------------------------
-    def log_decay(self, inputs: dict) -> torch.Tensor:
-        """g <= 0 in at least float32: [B, T, HV, K] (KDA) or [B, T, HV] (GDN), from project_inputs."""
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+        """g <= 0 in at least float32: [B, T, HV, K] (KDA) or [B, T, HV] (GDN)."""
         raise NotImplementedError
 
-    def gate_input(self, inputs: dict) -> torch.Tensor:
-        """The decay gate's pre-activation (for ops that make g themselves)."""
-        raise NotImplementedError
-
-    def output_gate_input(self, inputs: dict) -> torch.Tensor | None:
+    def output_gate_input(self, x: torch.Tensor) -> torch.Tensor | None:
         """The pre-activation of the output gate, [B, T, HV·V], or None without a gate."""
         raise NotImplementedError
 
@@ -144,25 +138,20 @@ class DeltaRuleMixer(Mixer):
         if T == 0:  # nothing to mix; the state is unchanged
             self.impl_ran = "none"
             return x.new_zeros(batch, 0, self.d_model), state
-        new_state, inputs = {}, self.project_inputs(x)
-        q, k, v = (self._short_conv(name, inputs[name], state, new_state) for name in ("q", "k", "v"))
+        new_state = {}
+        projected = self.qkv_proj(x).split(self.qkv_widths, dim=-1)  # [B, T, H·K] twice, [B, T, HV·V]
+        q, k, v = (self._short_conv(name, h, state, new_state) for name, h in zip("qkv", projected))
         q = q.unflatten(-1, (self.H, self.K))  # [B, T, H, K]
         k = k.unflatten(-1, (self.H, self.K))
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
-        o, S = self._mix(inputs, q, k, v, None if state is None else state["S"])
+        o, S = self._mix(x, q, k, v, None if state is None else state["S"])
 
-        gate = self.output_gate_input(inputs)
+        gate = self.output_gate_input(x)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
         y = self.o_proj(self.o_norm(o.to(x.dtype), gate).flatten(-2))  # [B, T, D]
         if state is None:
             return y, None
         return y, {**new_state, "S": S.to(state["S"].dtype)}
-
-    def project_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """in_proj x split by name: q, k [B, T, H·K], v [B, T, HV·V], b [B, T, HV] and the
-        subclass's gate inputs; views of one [B, T, sum of widths] product."""
-        parts = self.in_proj(x).split(list(self.in_widths.values()), dim=-1)
-        return dict(zip(self.in_widths, parts))
 
     def _short_conv(self, name: str, h: torch.Tensor, state: State | None, new_state: dict) -> torch.Tensor:
         """The causal short conv of W x (continuing from the state's window), then SiLU."""
@@ -178,7 +167,7 @@ class DeltaRuleMixer(Mixer):
         """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
         return l2norm(x)
 
-    def _mix(self, inputs, q, k, v, S0):
+    def _mix(self, x, q, k, v, S0):
         """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op.
         An op that takes raw inputs (``raw_inputs`` in its extras) normalises q, k, makes the
         gate and sigmoids beta itself; every other op gets them made here."""
@@ -186,9 +175,9 @@ class DeltaRuleMixer(Mixer):
         step = S0 is not None and q.shape[1] == 1
         fn, self.impl_ran, extra = self.pick_op(step, use_kernel, q.device)
         if extra.pop("raw_inputs", False):
-            args = (q, k, v, self.gate_input(inputs), inputs["b"])
+            args = (q, k, v, self.gate_input(x), self.b_proj(x))
         else:
-            args = (self._unit(q), self._unit(k), v, self.log_decay(inputs), torch.sigmoid(inputs["b"]))
+            args = (self._unit(q), self._unit(k), v, self.log_decay(x), torch.sigmoid(self.b_proj(x)))
         return fn(*args, initial_state=S0, output_final_state=S0 is not None, **extra)
 
     # ---- accounting ---------------------------------------------------------------------------
@@ -210,29 +199,29 @@ class KDA(DeltaRuleMixer):
                  norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, fuse_inputs: bool = False, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, 1, conv_size, use_short_conv,
-                         output_gate, chunk_size, norm_eps, impl, functools.partial(_kda_gate_widths, output_gate))
+                         output_gate, chunk_size, norm_eps, impl)
         if not isinstance(fuse_inputs, bool):
             raise ValueError(f"fuse_inputs must be true or false; got {fuse_inputs!r}")
         self.fuse_inputs = fuse_inputs  # the kernel path's ops normalise q, k and make g and beta
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must be (lo, hi) with 0 < lo <= hi; got {A_init_range}")
         HV, K = self.HV, self.K
-        self.f_up = nn.Linear(K, HV * K, bias=False)  # W_f↑; W_f↓ is in_proj's slice "f"
+        self.f_proj = nn.Sequential(nn.Linear(d_model, K, bias=False), nn.Linear(K, HV * K, bias=False))
         self.A_log = nn.Parameter(torch.empty(HV).uniform_(*A_init_range).log())
         self.dt_bias = nn.Parameter(dt_bias_init(HV * K, dt_min, dt_max, dt_init_floor))
         if output_gate != "none":
-            self.g_up = nn.Linear(K, HV * self.V, bias=True)  # W_g↑; W_g↓ is in_proj's slice "g"
+            self.g_proj = nn.Sequential(nn.Linear(d_model, K, bias=False), nn.Linear(K, HV * self.V, bias=True))
 
-    def log_decay(self, inputs):
+    def log_decay(self, x):
         """g = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias), [B, T, HV, K], in at least float32."""
-        return _kda_gate(self.f_up(inputs["f"]), self.dt_bias, self.A_log)
+        return _kda_gate(self.f_proj(x), self.dt_bias, self.A_log)
 
-    def gate_input(self, inputs):
+    def gate_input(self, x):
         """The gate's pre-activation W_f↑ W_f↓ x, [B, T, HV, K] (for ops that make g themselves)."""
-        return self.f_up(inputs["f"]).unflatten(-1, (self.HV, self.K))
+        return self.f_proj(x).unflatten(-1, (self.HV, self.K))
 
-    def output_gate_input(self, inputs):
-        return self.g_up(inputs["g"]) if self.output_gate != "none" else None
+    def output_gate_input(self, x):
+        return self.g_proj(x) if self.output_gate != "none" else None
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:
@@ -248,11 +237,6 @@ class KDA(DeltaRuleMixer):
         if decode:
             return kda_kernel.kda_recurrent, "fla.fused_recurrent_kda", {}
         return kda_kernel.kda_chunked, "fla.chunk_kda", {"chunk_size": self.chunk_size}
-
-
-def _kda_gate_widths(output_gate: str, H: int, HV: int, K: int, V: int) -> dict[str, int]:
-    """KDA's slices of in_proj: the low-rank (rank K) first factors of the decay and output gates."""
-    return {"f": K} if output_gate == "none" else {"f": K, "g": K}
 
 
 @fused_on_cuda

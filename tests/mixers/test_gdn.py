@@ -44,15 +44,15 @@ def test_block_equals_a_hand_written_one_on_fla_naive():
         padded = F.pad(h, (0, 0, w.shape[1] - 1, 0))
         return F.silu(torch.stack([(padded[:, i:i + w.shape[1]].transpose(1, 2) * w).sum(-1) for i in range(9)], 1))
 
-    p = dict(zip(m.in_widths, (x @ m.in_proj.weight.T).split(list(m.in_widths.values()), dim=-1)))
-    q = F.normalize(conv(p["q"], m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    k = F.normalize(conv(p["k"], m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    v = conv(p["v"], m.v_conv).view(1, 9, 2, 16)
-    g = -m.A_log.exp() * F.softplus(p["a"] + m.dt_bias)
-    o, _ = naive_recurrent_gated_delta_rule(q=q, k=k, v=v, beta=torch.sigmoid(p["b"]), g=g)
+    x_q, x_k, x_v = (x @ m.qkv_proj.weight.T).split(m.qkv_widths, dim=-1)  # rows [W_q; W_k; W_v]
+    q = F.normalize(conv(x_q, m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    k = F.normalize(conv(x_k, m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    v = conv(x_v, m.v_conv).view(1, 9, 2, 16)
+    g = -m.A_log.exp() * F.softplus(m.a_proj(x) + m.dt_bias)
+    o, _ = naive_recurrent_gated_delta_rule(q=q, k=k, v=v, beta=torch.sigmoid(m.b_proj(x)), g=g)
     o = o.double()
     normed = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * m.o_norm.weight
-    want = m.o_proj((normed * F.silu(p["g"].view(1, 9, 2, 16))).flatten(-2))  # swish gate
+    want = m.o_proj((normed * F.silu(m.g_proj(x).view(1, 9, 2, 16))).flatten(-2))  # swish gate
     assert rel_rms(m(x)[0].detach(), want.detach()) <= 1e-5
 
 
@@ -160,7 +160,7 @@ def test_defaults_init_and_registry():
     m = build_mixer("gdn", d_model=64)
     assert isinstance(m, GatedDeltaNet)
     assert (m.H, m.HV, m.K, m.V, m.output_gate, m.kernel_path) == (16, 16, 128, 128, "swish", "auto")
-    assert m.o_norm.act is F.silu and m.in_widths["g"] == m.HV * m.V and m.in_proj.bias is None
+    assert m.o_norm.act is F.silu and m.g_proj.bias is None
     A = m.A_log.exp()
     assert A.shape == (16,) and ((A >= 1) & (A <= 16)).all()
     dt = F.softplus(m.dt_bias)

@@ -69,16 +69,16 @@ def test_block_equals_a_hand_written_one_on_fla_naive():
         padded = F.pad(h, (0, 0, w.shape[1] - 1, 0))
         return F.silu(torch.stack([(padded[:, i:i + w.shape[1]].transpose(1, 2) * w).sum(-1) for i in range(9)], 1))
 
-    p = dict(zip(m.in_widths, (x @ m.in_proj.weight.T).split(list(m.in_widths.values()), dim=-1)))
-    q = F.normalize(conv(p["q"], m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    k = F.normalize(conv(p["k"], m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    v = conv(p["v"], m.v_conv).view(1, 9, 4, 8)
-    g = -m.A_log.exp()[:, None] * F.softplus((p["f"] @ m.f_up.weight.T + m.dt_bias).view(1, 9, 4, 8))
-    beta = torch.sigmoid(p["b"])
+    x_q, x_k, x_v = (x @ m.qkv_proj.weight.T).split(m.qkv_widths, dim=-1)  # rows [W_q; W_k; W_v]
+    q = F.normalize(conv(x_q, m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    k = F.normalize(conv(x_k, m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    v = conv(x_v, m.v_conv).view(1, 9, 4, 8)
+    g = -m.A_log.exp()[:, None] * F.softplus((m.f_proj(x) + m.dt_bias).view(1, 9, 4, 8))
+    beta = torch.sigmoid(m.b_proj(x))
     o, _ = naive_recurrent_kda(q=q, k=k, v=v, g=g, beta=beta)
     o = o.double()
     normed = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * m.o_norm.weight
-    want = m.o_proj((normed * torch.sigmoid(m.g_up(p["g"]).view(1, 9, 4, 8))).flatten(-2))
+    want = m.o_proj((normed * torch.sigmoid(m.g_proj(x).view(1, 9, 4, 8))).flatten(-2))
     assert rel_rms(m(x)[0].detach(), want.detach()) <= 1e-5  # the oracle's float32
 
 
@@ -118,7 +118,7 @@ def test_bad_config_raises_naming_the_argument(kwargs, name):
 
 def test_head_dim_none_splits_d_model():
     m = KDA(d_model=32, n_heads=4, head_dim=None)
-    assert (m.K, m.V, m.in_widths["q"]) == (8, 8, 32)
+    assert (m.K, m.V, m.qkv_widths) == (8, 8, [32, 32, 32])
 
 
 def test_bad_inputs_and_states_raise():
@@ -224,7 +224,7 @@ def test_defaults_init_and_registry():
     m = build_mixer("kda", d_model=64)
     assert isinstance(m, KDA)
     assert (m.H, m.HV, m.K, m.V, m.conv_size, m.chunk_size, m.output_gate) == (16, 16, 128, 128, 4, 64, "sigmoid")
-    assert m.in_widths["f"] == m.in_widths["g"] == 128 and m.g_up.bias is not None  # low rank = head_dim
+    assert m.f_proj[0].out_features == 128 and m.g_proj[1].bias is not None  # low rank = head_dim
     A = m.A_log.exp()
     assert ((A >= 1) & (A <= 16)).all()
     dt = F.softplus(m.dt_bias)
