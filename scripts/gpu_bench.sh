@@ -8,10 +8,13 @@
 # Stages, each under its own time limit (a stage cut short keeps the rows it measured: run
 # folders are rewritten after every architecture):
 #   0. warmup          scripts/warm_kernels.py: every fla / mamba_ssm kernel path the stages below
-#                      use, compiled in parallel processes into the shared Triton cache, with stored
-#                      autotune choices when results/kernel_configs/<card>/ exists (scripts/gpu_env.sh),
-#                      else autotuned; the choices come back as kernel_configs.tar.gz (WARMUP_S, default
-#                      300; FRESH_CONFIGS=1 ignores stored choices and tunes anew; WARM_ARGS: more options)
+#                      use, compiled into the shared Triton cache by one process per kernel family
+#                      (chunk_kda a shape each, ssd, ...), with stored autotune choices when
+#                      results/kernel_configs/<card>/ exists (scripts/gpu_env.sh), else autotuned; each
+#                      process saves its choices after every item, and they come back as
+#                      kernel_configs.tar.gz (WARMUP_S, default 300; FRESH_CONFIGS=1 ignores stored
+#                      choices and tunes anew; WARM_ARGS: more options). With no stored choices for the
+#                      card, a warm-up-only session tunes everything: STAGES=warmup WARMUP_S=540
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
@@ -67,7 +70,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$LOG"
 
 grep "^kernel configs:" "$LOG" | tail -n1  # what gpu_env.sh found for this card
-WARMUP_S=${WARMUP_S:-300}  # workers stop at WARMUP_S - 50 s, save what they tuned, and the parent merges
+WARMUP_S=${WARMUP_S:-300}  # workers stop at WARMUP_S - 50 s (killed 30 s later if inside a compile); the parent merges
+# what they saved (each saves after every item) and prints a row per worker
 stage warmup "$WARMUP_S" python3 scripts/warm_kernels.py --out "$WORK/kernel_configs" --time-limit $((WARMUP_S - 50)) ${WARM_ARGS:-}
 [ -f "$WORK/kernel_configs/index.json" ] && tar -czf "$OUT/kernel_configs.tar.gz" -C "$WORK" kernel_configs
 stage parity 180 python3 -m attnbench.bench.parity --out "$WORK/parity"

@@ -1,8 +1,11 @@
-"""What scripts/warm_kernels.py's workers run: per group, (label, call, may_refuse) items that
+"""What scripts/warm_kernels.py's workers run: per worker, (label, call, may_refuse) items that
 call the kernels through attnbench's own wrappers, with the dtypes and options the benchmarks
 and the parity script use (each distinct dtype, flag, head count or length specialisation is a
-separate compile, and H is a constexpr in fla's kernels). Inputs are made inside each call, so
-an item's time includes them; the first item of a group is its imports (fla's take ~15 s).
+separate compile, and H is a constexpr in every chunk_kda kernel). Inputs are made inside each
+call, so an item's time includes them; a worker's first item is its imports (fla's take ~22 s).
+Items come in order of importance: the benchmarks' shapes first, parity's last; a forward comes
+before its forward+backward, so that a worker cut during the backward has saved the forward's
+choices (warm_kernels.py saves after every item).
 """
 from __future__ import annotations
 
@@ -44,12 +47,17 @@ def ssd_inputs(batch, T, H, dt_dtype=F32, state_dtype=None) -> dict:
     return {**out, "initial_state": randn(batch, H, 64, 128, dtype=state_dtype)} if state_dtype else out
 
 
-def fwd_bwd(fn, inputs: dict, **kw) -> None:
-    """One forward and backward, every floating input a leaf that wants its gradient (as parity)."""
-    leaves = {n: t.requires_grad_() if t.is_floating_point() else t for n, t in inputs.items()}
+def _leaves(inputs: dict) -> dict:
+    return {n: t.requires_grad_() if t.is_floating_point() else t for n, t in inputs.items()}
+
+
+def fwd_bwd(fn, inputs: dict, backward=True, **kw) -> None:
+    """One forward and backward, every floating input a leaf that wants its gradient (as parity);
+    ``backward=False``: the same forward (same kernels, autograd recording) and no backward."""
     want_state = "initial_state" in inputs
-    o, S = fn(**leaves, output_final_state=want_state, **kw)
-    (o.float().sum() + (S.float().sum() if S is not None else 0)).backward()
+    o, S = fn(**_leaves(inputs), output_final_state=want_state, **kw)
+    if backward:
+        (o.float().sum() + (S.float().sum() if S is not None else 0)).backward()
 
 
 @torch.no_grad()
@@ -58,21 +66,29 @@ def forward(fn, inputs: dict, **kw) -> None:
 
 
 # ---- groups ---------------------------------------------------------------------------------------
-def kda(B, T, H, raw=False):
+def chunk_kda(B, T, H, variants=("kda", "kda_raw")):
+    """chunk_kda at one shape: kda (prepared inputs) then kda_raw (in-kernel norm, gate and
+    sigmoid). Both run the same core kernels (intra-chunk, WY, state, output; fwd and bwd): the
+    raw path adds only its small pre- and post-kernels, so in one process the second variant reuses
+    the first's compiled binaries and autotune choices. Another H is another compile of all of them."""
     from attnbench.ops.kda import kernel
 
     yield "import fla.ops.kda", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
-    fn, make = (kernel.kda_chunked_raw, raw_inputs) if raw else (kernel.kda_chunked, kda_inputs)
-    yield f"fwd+bwd B={B} T={T} H={H}", lambda: fwd_bwd(fn, make(B, T, H)), False
-    if T == 1000:  # the parity script's: a state in and out, every input rounded to bf16 (g too)
-        extra = {} if raw else {"g_dtype": BF16}
-        yield "fwd+bwd, state in and out (parity)", lambda: fwd_bwd(fn, make(B, T, H, state=True, **extra)), False
-    if H == 16:  # prefill from a state (decode and prefill benchmarks)
-        yield "prefill fwd B=1 T=4096, state in and out", lambda: forward(fn, make(1, 4096, H, state=True)), False
-
-
-def kda_raw(B, T, H):
-    return kda(B, T, H, raw=True)
+    shape = f"B={B} T={T} H={H}"
+    calls = {"kda": (kernel.kda_chunked, kda_inputs), "kda_raw": (kernel.kda_chunked_raw, raw_inputs)}
+    for name in variants:
+        fn, make = calls[name]
+        yield f"{name} fwd {shape}", lambda fn=fn, make=make: fwd_bwd(fn, make(B, T, H), backward=False), False
+        yield f"{name} fwd+bwd {shape}", lambda fn=fn, make=make: fwd_bwd(fn, make(B, T, H)), False
+    for name in variants:
+        fn, make = calls[name]
+        if T == 1000:  # the parity script's: a state in and out, every input rounded to bf16 (g too)
+            extra = {} if name == "kda_raw" else {"g_dtype": BF16}
+            yield f"{name} fwd+bwd {shape}, state in and out (parity)", lambda fn=fn, make=make, extra=extra: fwd_bwd(
+                fn, make(B, T, H, state=True, **extra)), False
+        if H == 16:  # prefill from a state (decode and prefill benchmarks)
+            yield f"{name} prefill fwd B=1 T=4096 H={H}, state in and out", lambda fn=fn, make=make: forward(
+                fn, make(1, 4096, H, state=True)), False
 
 
 def recurrent():
@@ -80,7 +96,7 @@ def recurrent():
     from attnbench.ops.kda import kernel
 
     yield "import fla.ops.kda", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
-    for s in ((2, 1000, 4, BF16), (1, 1, 16, F32), (16, 1, 16, F32), (2, 1, 4, F32)):  # parity's; decode B=1, 16
+    for s in ((1, 1, 16, F32), (16, 1, 16, F32), (2, 1000, 4, BF16), (2, 1, 4, F32)):  # decode B=1, 16; parity's
         shape = "B={} T={} H={}".format(*s)
         yield f"fused_recurrent_kda {shape}", lambda s=s: forward(kernel.kda_recurrent, kda_inputs(*s, True)), False
         yield f"fused_recurrent_kda raw {shape}", lambda s=s: forward(kernel.kda_recurrent_raw, raw_inputs(*s[:3], True)), False
@@ -101,10 +117,12 @@ def gdn():
     native_refuses = path == gdn.VIA_KDA
     B, T, H = 2, 1000, 4  # the parity shape; at the benchmarks' shapes via_kda's calls are kda's
     scalar = lambda: _scalar_gate(kda_inputs(B, T, H, BF16, True))  # noqa: E731
-    yield "via chunk_kda fwd+bwd (parity)", lambda: fwd_bwd(gdn.gdn_via_kda, scalar()), False
-    yield "via chunk_kda raw fwd+bwd (parity)", lambda: fwd_bwd(gdn.gdn_via_kda_raw, _gdn_raw(B, T, H)), False
+    # Native first: the via-chunk_kda calls compile the kernels chunk_kda@parity compiles (the same
+    # constexprs), which by then may be in the shared Triton cache.
     yield "native chunk_gated_delta_rule fwd+bwd", lambda: fwd_bwd(gdn.gdn_chunked, scalar()), native_refuses
     yield "native raw fwd+bwd", lambda: fwd_bwd(gdn.gdn_chunked_raw, _gdn_raw(B, T, H)), native_refuses
+    yield "via chunk_kda fwd+bwd (parity)", lambda: fwd_bwd(gdn.gdn_via_kda, scalar()), False
+    yield "via chunk_kda raw fwd+bwd (parity)", lambda: fwd_bwd(gdn.gdn_via_kda_raw, _gdn_raw(B, T, H)), False
 
 
 def _gdn_raw(B, T, H) -> dict:
@@ -117,13 +135,17 @@ def ssd():
     from attnbench.ops.ssd import kernel
 
     yield "import mamba_ssm", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
-    yield "chunk scan fwd+bwd, state in and out (parity: B=2 T=1000 H=8)", lambda: fwd_bwd(
-        kernel.ssd_chunked, ssd_inputs(2, 1000, 8, BF16, BF16)), False
-    for s in ((2, 1000, 16), (8, 2048, 32), (8, 2048, 64)):  # mixer parity, train_ref, decode_ref
+    for s in ((8, 2048, 32), (8, 2048, 64)):  # train_ref, decode_ref (mixer_overhead)
         yield "chunk scan fwd+bwd B={} T={} H={}".format(*s), lambda s=s: fwd_bwd(kernel.ssd_chunked, ssd_inputs(*s)), False
     yield "chunk scan prefill B=1 T=4096 H=64", lambda: forward(kernel.ssd_chunked, ssd_inputs(1, 4096, 64, F32, F32)), False
-    for s in ((1, 1, 64, F32), (16, 1, 64, F32), (2, 8, 8, BF16)):  # decode steps; parity's 8 steps
+    for s in ((1, 1, 64, F32), (16, 1, 64, F32)):  # decode steps
         yield "state update B={} T={} H={}".format(*s), lambda s=s: forward(kernel.ssd_recurrent, ssd_inputs(*s, F32)), False
+    yield "chunk scan fwd+bwd B=2 T=1000 H=16 (mixer parity)", lambda: fwd_bwd(
+        kernel.ssd_chunked, ssd_inputs(2, 1000, 16)), False
+    yield "chunk scan fwd+bwd, state in and out (parity: B=2 T=1000 H=8)", lambda: fwd_bwd(
+        kernel.ssd_chunked, ssd_inputs(2, 1000, 8, BF16, BF16)), False
+    yield "state update B=2 T=8 H=8 (parity's 8 steps)", lambda: forward(
+        kernel.ssd_recurrent, ssd_inputs(2, 8, 8, BF16, F32)), False
 
 
 def fla_model():
@@ -136,10 +158,12 @@ def fla_model():
     trainee = fla_kda_trainee(base, torch.device(DEVICE))
     idx = torch.randint(0, base.vocab_size, (8, 2048), device=DEVICE)
 
-    def step():
+    def step(backward=True):
         with torch.autocast(DEVICE, dtype=BF16):  # as bench.throughput trains
             loss = trainee.loss(trainee.model, idx)
-        loss.backward()
+        if backward:
+            loss.backward()
+    yield "KDAForCausalLM forward (D=1024, 2 layers, 8x128, B=8, T=2048)", lambda: step(backward=False), False
     yield "KDAForCausalLM train step (D=1024, 2 layers, 8x128, B=8, T=2048)", step, False
 
 
@@ -147,4 +171,4 @@ def _raise(why: str):
     raise RuntimeError(why)
 
 
-ITEMS = {"kda": kda, "kda_raw": kda_raw, "recurrent": recurrent, "gdn": gdn, "ssd": ssd, "fla_model": fla_model}
+ITEMS = {"recurrent": recurrent, "gdn": gdn, "ssd": ssd, "fla_model": fla_model}  # a worker each (chunk_kda: a shape)

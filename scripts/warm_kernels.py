@@ -2,14 +2,32 @@
 Triton cache, and keep the autotune choices so that the next fresh machine need not autotune.
 
 Why: a fresh device machine compiles and autotunes fla's and mamba_ssm's kernels on first use,
-one after another, in every process (chunk_kda fwd+bwd 119 s, mamba's chunk scan 77 s, H200).
-Here each (group, shape) is its own process: compiles run side by side on the machine's cores
-and land in TRITON_CACHE_DIR, where the parity and benchmark processes that follow find them.
-Autotune choices live in each worker's memory, so each worker dumps them
-(attnbench.bench.kernel_configs.dump) before it exits; this process merges them into --out and
-adds Triton's own *.autotune.json files as --out/triton_autotune/. A dump holds only what was
-measured (choices fla loaded from FLA_CONFIG_DIR are left out), so adding it to the committed
-folder never turns a fuzzy guess into a stored "exact" choice:
+one after another, in every process (chunk_kda fwd+bwd ~120 s in one process; mamba's first
+chunk scan 133 s; H200, Triton 3.6, fla 0.6.0). Compiles land in TRITON_CACHE_DIR, where the
+parity and benchmark processes that follow find them.
+
+Workers, one per family of compiled kernels, its items run in order (scripts/warm_items.py):
+  chunk_kda@<shape>  kda, then kda_raw, at one shape. Both variants run the same core chunk_kda
+                     kernels (the raw one adds small norm, gate and sigmoid kernels), so in one
+                     process the second reuses the first's binaries and choices; H is a constexpr
+                     (and in the autotune key) of every chunk_kda kernel, so each shape is a full
+                     compile of its own, and the shapes run side by side
+  recurrent, gdn, ssd, fla_model  one each
+Why so (2026-12-02, H200, --time-limit 180): one worker per (group, shape), 10 in all, had the
+kda and kda_raw workers of a shape compile the same core kernels at the same time, and with fla's
+import (~22 s a worker) none of the six finished its first forward+backward: all were killed,
+having saved nothing (at the time limit each was inside a long compile, which a signal cannot
+interrupt, and was killed 30 s later). One worker per group with its shapes in turn would not
+help: another H recompiles every candidate config, so it would do three full compiles one after
+another. Now every worker saves after EVERY item (a forward comes before its forward+backward),
+so a worker cut or killed keeps what it finished, and prints how many fla autotuners hold a
+choice so far.
+
+Autotune choices live in each worker's memory: each worker dumps them
+(attnbench.bench.kernel_configs.dump) into its own folder after every item; this process merges
+them into --out and adds Triton's own *.autotune.json files as --out/triton_autotune/. A dump
+holds only what was measured (choices fla loaded from FLA_CONFIG_DIR are left out), so adding it
+to the committed folder never turns a fuzzy guess into a stored "exact" choice:
     python -m attnbench.bench.kernel_configs merge results/kernel_configs/NVIDIA_H200 DIR
 (the folder is fla's name for the card); scripts/gpu_env.sh points fla at that folder.
 
@@ -23,14 +41,16 @@ Groups (bf16, heads of 128, inputs made as the benchmarks make them):
              refuses its backward on Hopper with Triton < 3.7.1 (printed, expected there)
   ssd        mamba_ssm's chunk scan fwd+bwd (ops.ssd.kernel.ssd_chunked) and its decode step
   fla_model  one training step of fla's KDAForCausalLM at train_ref width, 2 layers (short conv,
-             gated RMSNorm and loss kernels)
-Shapes, one worker each for kda and kda_raw:
-  parity  B=2, T=1000, H=4 (bench.parity's), with and without a state in and out
+             gated RMSNorm and loss kernels; fla's layer stores its state V-first: other binaries)
+Shapes, for kda and kda_raw (a chunk_kda worker each, in this order whatever order is given):
   train   B=8, T=2048, H=8 (+bench=train_ref: throughput)
   wide    B=8, T=2048, H=16 (+bench=decode_ref: mixer_overhead), and a prefill with a state
-Always exits 0: a failed group is a row of the summary. A worker past --time-limit stops, saves
-what it tuned, and is killed 30 s later if it has not exited. Workers tuning side by side share
-the GPU, which blurs autotune timings: --jobs 1 measures cleanly but takes far longer.
+  parity  B=2, T=1000, H=4 (bench.parity's), with and without a state in and out
+Inside a worker the benchmarks' shapes come before parity's. Always exits 0: a failed group is a
+row of the summary. A worker past --time-limit stops (inside a compile: once that returns), saves,
+and is killed 30 s later if it has not exited: what it saved after earlier items stays. Workers
+tuning side by side share the GPU, which blurs autotune timings: --jobs 1 measures cleanly but
+takes far longer.
 """
 from __future__ import annotations
 
@@ -47,8 +67,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 GROUPS = ("kda", "kda_raw", "recurrent", "gdn", "ssd", "fla_model")
-PER_SHAPE = ("kda", "kda_raw")
-SHAPES = {"parity": (2, 1000, 4), "train": (8, 2048, 8), "wide": (8, 2048, 16)}  # (B, T, H)
+CHUNK_KDA = ("kda", "kda_raw")  # one worker a shape runs both: the same core kernels
+SHAPES = {"train": (8, 2048, 8), "wide": (8, 2048, 16), "parity": (2, 1000, 4)}  # (B, T, H), most important first
 GRACE_S = 30
 
 
@@ -64,8 +84,10 @@ def names(kind: dict | tuple):
 
 
 def units(groups: list[str], shapes: list[str]) -> list[str]:
-    """One worker per group, and per shape for kda and kda_raw ('kda@train')."""
-    return [f"{g}@{s}" for g in groups if g in PER_SHAPE for s in shapes] + [g for g in groups if g not in PER_SHAPE]
+    """The workers: 'chunk_kda@<shape>' per shape (most important first) when kda or kda_raw is
+    asked for, then one per other group."""
+    kda = [f"chunk_kda@{s}" for s in SHAPES if s in shapes] if set(groups) & set(CHUNK_KDA) else []
+    return kda + [g for g in GROUPS if g in groups and g not in CHUNK_KDA]
 
 
 def worker_env(fresh: bool) -> dict:
@@ -85,7 +107,8 @@ def run_workers(plan: list[str], args, env: dict, workers: Path, ended: dict[str
         while pending or running:
             while pending and len(running) < args.jobs:
                 unit = pending.pop(0)
-                cmd = [sys.executable, __file__, "--worker", unit, "--out", str(workers), "--time-limit", str(args.time_limit)]
+                cmd = [sys.executable, __file__, "--worker", unit, "--out", str(workers), "--time-limit",
+                       str(args.time_limit), "--groups", ",".join(args.groups)]
                 running[unit] = (subprocess.Popen(cmd, env=env, start_new_session=True), time.time())
             for unit, (proc, started) in list(running.items()):
                 if proc.poll() is not None:
@@ -95,6 +118,8 @@ def run_workers(plan: list[str], args, env: dict, workers: Path, ended: dict[str
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     ended[unit] = "killed past its time limit"
+                    print(f"[{unit}] killed {GRACE_S} s past its time limit (in a compile?); what it saved stays",
+                          flush=True)
                     del running[unit]
             time.sleep(0.2)
     finally:  # SIGTERM from a stage timeout, or ^C: stop the workers this script started
@@ -118,18 +143,24 @@ def stop(running: dict, ended: dict[str, str]) -> None:
 def summarise(plan: list[str], ended: dict[str, str], workers: Path) -> list[dict]:
     rows = []
     for unit in plan:
-        status_file = workers / f"{unit}.status.json"
-        row = json.loads(status_file.read_text()) if status_file.exists() else {}
-        rows.append({"unit": unit, "seconds": row.get("seconds"), "status": row.get("status") or ended.get(unit, "?"),
-                     "kernels": row.get("kernels")})
+        try:  # written after every item; the last one a killed worker left
+            row = json.loads((workers / f"{unit}.status.json").read_text())
+        except (OSError, ValueError):
+            row = {}
+        status = row.get("status") if row.get("final") else ended.get(unit, "?")
+        if row and not row.get("final"):  # stopped or killed: where, and what it had finished
+            done = [label for label, _, how in row.get("items", []) if how == "ok"]
+            last = f", last {done[-1]!r}" if done else ""
+            status += f" in {row.get('at')!r}; {len(done)} items ok before{last}"
+        rows.append({"unit": unit, "seconds": row.get("seconds"), "status": status, "kernels": row.get("kernels")})
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'worker':<16} {'seconds':>8}  {'fla kernels tuned':>17}  status")
+    print(f"\n{'worker':<18} {'seconds':>8}  {'fla kernels saved':>17}  status")
     for r in rows:
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        print(f"{r['unit']:<16} {seconds:>8}  {'' if r['kernels'] is None else r['kernels']:>17}  {r['status']}")
+        print(f"{r['unit']:<18} {seconds:>8}  {'' if r['kernels'] is None else r['kernels']:>17}  {r['status']}")
 
 
 def parent(args) -> None:
@@ -153,13 +184,16 @@ def parent(args) -> None:
         run_workers(plan, args, env, workers, ended)
     finally:
         rows = summarise(plan, ended, workers)
-        found = kernel_configs.merge(out, [workers / u for u in plan if (workers / u).is_dir()])
-        kernel_configs.write_index(out, {"warm": rows, "warm_seconds": round(time.time() - t0, 1)})
-        copied = copy_triton_autotune(Path(env["TRITON_CACHE_DIR"]), out / "triton_autotune")
-        shutil.rmtree(workers, ignore_errors=True)
         print_table(rows)
-        print(f"{out}: {len(found)} fla kernels, {sum(found.values())} entries; {copied} Triton autotune files "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        try:
+            found = kernel_configs.merge(out, [workers / u for u in plan if (workers / u).is_dir()])
+            kernel_configs.write_index(out, {"warm": rows, "warm_seconds": round(time.time() - t0, 1)})
+            copied = copy_triton_autotune(Path(env["TRITON_CACHE_DIR"]), out / "triton_autotune")
+            shutil.rmtree(workers, ignore_errors=True)
+            print(f"{out}: {len(found)} fla kernels, {sum(found.values())} entries; {copied} Triton autotune "
+                  f"files ({time.time() - t0:.0f} s)", flush=True)
+        except Exception as exc:  # noqa: BLE001  always exit 0; the workers' folders stay for a look
+            print(f"{out}: merge FAILED {type(exc).__name__}: {exc} (workers' dumps left in {workers})", flush=True)
 
 
 def copy_triton_autotune(cache_dir: Path, dest: Path) -> int:
@@ -172,22 +206,68 @@ def copy_triton_autotune(cache_dir: Path, dest: Path) -> int:
     return len(paths)
 
 
-# ---- a worker: one group at one shape ------------------------------------------------------------
+# ---- a worker: one family of kernels, its items in order -----------------------------------------
 def _alarm(signum, _frame):
     raise TimeoutError("at the time limit" if signum == signal.SIGALRM else "stopped by warm_kernels.py")
 
 
-def run_items(unit: str, items) -> list[tuple[str, float, str]]:
-    """Run (label, fn, may_refuse) items in order, printing each one's time as it ends."""
+def held(fn):
+    """fn() with SIGALRM and SIGTERM held back until it returns (a save is never cut half-way)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+    try:
+        return fn()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Saver:
+    """After every item: the fla choices so far into out/<unit>/ (kernel_configs.dump), and
+    out/<unit>.status.json (final=False until the worker ends), so a worker killed mid-compile
+    leaves what it finished and where it was."""
+
+    def __init__(self, unit: str, out: Path):
+        self.unit, self.out, self.t0 = unit, Path(out), time.time()
+        self.kernels, self.error = None, None
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def status(self, done: list, at: str | None = None, status: str = "running", final: bool = False) -> None:
+        record = {"seconds": round(time.time() - self.t0, 1), "status": status, "kernels": self.kernels,
+                  "at": at, "final": final, "items": done}
+        path = self.out / f"{self.unit}.status.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        held(lambda: (tmp.write_text(json.dumps(record, indent=1)), os.replace(tmp, path)))
+
+    def save(self) -> str:
+        """Dump; the progress note for the item's line."""
+        try:
+            from attnbench.bench import kernel_configs
+
+            self.kernels = len(held(lambda: kernel_configs.dump(self.out / self.unit)))
+            tuners, keys = kernel_configs.tuned("fla")
+            return f"fla autotuners with a choice: {tuners} ({keys} keys); {self.kernels} kernels saved"
+        except TimeoutError:  # the limit, arriving once the save is done: the item loop stops
+            raise
+        except Exception as exc:  # noqa: BLE001  e.g. no fla: the worker goes on
+            first = self.error is None
+            self.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return f"configs not saved ({self.error})" if first else ""
+
+
+def run_items(unit: str, items, saver: Saver | None = None) -> list[tuple[str, float, str]]:
+    """Run (label, fn, may_refuse) items in order, printing each one's time (and, with a saver,
+    saving and printing the progress) as it ends."""
     import torch
 
     done = []
     try:
         for label, fn, may_refuse in items:
+            if saver:
+                saver.status(done, at=label)
             t0 = time.time()
             try:
                 fn()
-                torch.cuda.synchronize()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
                 status = "ok"
             except TimeoutError as exc:
                 done.append((label, round(time.time() - t0, 1), f"cut {exc}"))
@@ -196,7 +276,12 @@ def run_items(unit: str, items) -> list[tuple[str, float, str]]:
                 refused = may_refuse and isinstance(exc, RuntimeError)  # fla refusing a kernel it knows is wrong here
                 status = f"{'refused (expected here)' if refused else 'FAILED'} {type(exc).__name__}: {str(exc)[:240]}"
             done.append((label, round(time.time() - t0, 1), status))
-            print(f"[{unit}] {label}: {done[-1][1]:.1f} s {'' if status == 'ok' else status}", flush=True)
+            note = ""
+            try:
+                note = saver.save() if saver else ""
+            finally:  # the line even when the limit arrives during the save
+                parts = [f"{done[-1][1]:.1f} s", "" if status == "ok" else status, note]
+                print(f"[{unit}] {label}: {'; '.join(p for p in parts if p)}", flush=True)
             if label.startswith("import") and status != "ok":
                 break  # nothing after it can run
     except TimeoutError as exc:
@@ -209,36 +294,52 @@ def run_items(unit: str, items) -> list[tuple[str, float, str]]:
     return done
 
 
-def worker(args) -> None:
+def items_of(unit: str, groups: list[str]):
     import warm_items  # scripts/warm_items.py, next to this file
 
-    unit = args.worker
-    group, _, shape = unit.partition("@")
+    family, _, shape = unit.partition("@")
+    if family == "chunk_kda":
+        return warm_items.chunk_kda(*SHAPES[shape], variants=[g for g in CHUNK_KDA if g in groups])
+    return warm_items.ITEMS[family]()
+
+
+def work(unit: str, items, out: Path) -> dict:
+    """Run a worker's items, saving after each; the final status record (also written to disk)."""
+    saver = Saver(unit, out)
+    done = run_items(unit, items, saver)
+    return held(lambda: finish(saver, done))
+
+
+def finish(saver: Saver, done: list) -> dict:
+    """Save once more (after a cut: what the cut item finished before it) and write the final
+    record. Runs with the signals held; a limit or a stop arriving now is ignored."""
+    if signal.getsignal(signal.SIGALRM) is _alarm:  # worker()'s handlers, not a test's
+        signal.alarm(0)
+    for signum in (signal.SIGALRM, signal.SIGTERM):
+        if signal.getsignal(signum) is _alarm:
+            signal.signal(signum, signal.SIG_IGN)  # one already pending is dropped, not raised
+    failed = [d for d in done if d[2] != "ok" and not d[2].startswith("refused")]
+    status = f"{len(failed)} of {len(done)} failed, first: {failed[0][0]}: {failed[0][2]}"[:200] if failed else "ok"
+    saver.save()
+    if saver.error:
+        status += f"; configs not saved ({saver.error})"
+    saver.status(done, status=status, final=True)
+    return json.loads((saver.out / f"{saver.unit}.status.json").read_text())
+
+
+def worker(args) -> None:
     signal.signal(signal.SIGALRM, _alarm)
     signal.signal(signal.SIGTERM, _alarm)  # the parent stopping early: save what was tuned, as at the limit
     signal.alarm(max(1, int(args.time_limit)))
-    t0 = time.time()
-    done = run_items(unit, warm_items.ITEMS[group](*SHAPES[shape]) if shape else warm_items.ITEMS[group]())
-    signal.alarm(0)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the dump finish (the parent SIGKILLs after 6 s)
-    failed = [d for d in done if d[2] != "ok" and not d[2].startswith("refused")]
-    status = f"{len(failed)} of {len(done)} failed, first: {failed[0][0]}: {failed[0][2]}"[:200] if failed else "ok"
-    kernels = None
-    try:
-        from attnbench.bench import kernel_configs
-
-        kernels = len(kernel_configs.dump(Path(args.out) / unit))
-    except Exception as exc:  # noqa: BLE001
-        status += f"; configs not saved ({type(exc).__name__}: {exc})"
-    record = {"seconds": round(time.time() - t0, 1), "status": status, "kernels": kernels, "items": done}
-    (Path(args.out) / f"{unit}.status.json").write_text(json.dumps(record, indent=1))
+    work(args.worker, items_of(args.worker, args.groups), Path(args.out))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="kernel_configs", help="folder for the merged configs (default ./kernel_configs)")
     ap.add_argument("--groups", type=names(GROUPS), default=list(GROUPS), help="comma-separated, default all")
-    ap.add_argument("--shapes", type=names(SHAPES), default=list(SHAPES), help="for kda and kda_raw, default all")
+    ap.add_argument("--shapes", type=names(SHAPES), default=list(SHAPES),
+                    help="for kda and kda_raw: a chunk_kda worker each, default all")
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per worker (default 240)")
     ap.add_argument("--jobs", type=int, default=0, help="workers at a time (default: all at once)")
     ap.add_argument("--fresh", action="store_true", help="ignore stored fla configs (FLA_CACHE_MODE off): tune anew")

@@ -3,6 +3,7 @@ too short to find a broken script there."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -29,3 +30,18 @@ def test_synthetic_gpu_script_smoke(tmp_path):
     with tarfile.open(out / "synthetic.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.endswith("summary.json") for n in names) and not any("checkpoints" in n for n in names)
+
+
+def test_gpu_bench_warmup_stage_smoke(tmp_path):
+    """gpu_bench.sh's warmup stage alone: warm_kernels.py gets WARMUP_S - 50 s a worker, one worker
+    per kernel family (chunk_kda a shape each), and a CPU run is a table of 'no CUDA' rows, exit 0."""
+    out = tmp_path / "out"
+    env = {**os.environ, "SMOKE": "1", "STAGES": "warmup", "WARMUP_S": "120", "WORK": str(tmp_path / "work"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "gpu_bench.log").read_text()
+    assert "--time-limit 70" in log and "=== warmup exit 0" in log
+    assert "chunk_kda@train" in log and "chunk_kda@parity" in log and not re.search(r"^kda(_raw)?@", log, re.M)
+    assert "no CUDA: nothing compiled" in log and "=== parity" not in log

@@ -8,8 +8,9 @@ gpu_env.sh exports both), a kernel looks in ``$FLA_CONFIG_DIR/<kernel>.json`` fo
 exact key, else the FIRST entry whose key has the same structure (numbers may differ; dtypes and
 flags may not). fla ships no files for our cards: ``dump`` writes them from the choices a warmed
 process holds (each Autotuner's ``cache``: {key tuple: triton.Config}); scripts/warm_kernels.py
-calls it. Plain ``triton.autotune`` kernels (some of fla's, all of mamba_ssm's) never read them:
-warm_kernels.py keeps Triton's own ``*.autotune.json`` choices for those (same Triton build only).
+calls it after every item it runs (files are replaced whole, never half-written). Plain
+``triton.autotune`` kernels (some of fla's, all of mamba_ssm's) never read them: warm_kernels.py
+keeps Triton's own ``*.autotune.json`` choices for those (same Triton build only).
 
     python -m attnbench.bench.kernel_configs show DIR          # kernels and entries in a folder
     python -m attnbench.bench.kernel_configs merge OUT SRC...  # add SRC folders' entries to OUT
@@ -17,6 +18,7 @@ warm_kernels.py keeps Triton's own ``*.autotune.json`` choices for those (same T
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -43,6 +45,20 @@ def autotuners(prefix: str = "fla") -> list:
                         found[id(obj)] = obj
                     obj = getattr(obj, "fn", None)
     return list(found.values())
+
+
+def tuned(prefix: str = "fla") -> tuple[int, int]:
+    """(autotuners holding at least one choice, choices in all): a warm-up's progress so far
+    (choices fla loaded from FLA_CONFIG_DIR count too)."""
+    sizes = [len(getattr(t, "cache", None) or {}) for t in autotuners(prefix)]
+    return sum(1 for n in sizes if n), sum(sizes)
+
+
+def _write(path: Path, data) -> None:
+    """Replace ``path`` whole: a writer killed mid-way leaves the old file, never half a new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def kernel_name(tuner) -> str:
@@ -92,8 +108,8 @@ def write_kernel(out: Path, name: str, new: dict[str, dict], triton_version: str
     both = {**new, **(old.get("autotune_entries") or {})}
     ordered = dict(sorted(both.items(), key=lambda kv: (-_size(kv[1]), kv[0])))
     first = next(iter(ordered.values()), None)
-    path.write_text(json.dumps({"kernel_name": name, "triton_version": old.get("triton_version") or triton_version,
-                                "autotune_entries": ordered, "default_config": first and first["config"]}, indent=1))
+    _write(path, {"kernel_name": name, "triton_version": old.get("triton_version") or triton_version,
+                  "autotune_entries": ordered, "default_config": first and first["config"]})
 
 
 def counts(folder) -> dict[str, int]:
@@ -106,17 +122,23 @@ def write_index(out: Path, fields: dict) -> dict[str, int]:
     """index.json: what is there already, ``fields``, and {kernel: entries} of the files in ``out``."""
     path = out / INDEX
     index = {**(json.loads(path.read_text()) if path.exists() else {}), **fields, "kernels": counts(out)}
-    path.write_text(json.dumps(index, indent=1))
+    _write(path, index)
     return index["kernels"]
 
 
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict:  # once a process: a warm-up dumps after every item
+    from attnbench.env import environment
+
+    return {k: environment().get(k) for k in ("device", "date", "torch", "triton", "fla", "mamba_ssm", "git_commit")}
+
+
 def dump(out_dir) -> dict[str, int]:
-    """Write this process's tuned choices of fla's CachedAutotuners to ``out_dir``. index.json also
-    counts the keys tuned by plain autotuners (fla's others, mamba_ssm's), which these miss."""
+    """Write this process's tuned choices of fla's CachedAutotuners to ``out_dir`` (adding to what
+    an earlier dump of the same process wrote there). index.json also counts the keys tuned by
+    plain autotuners (fla's others, mamba_ssm's), which these miss."""
     import triton
     from fla.ops.utils.cache import CachedAutotuner
-
-    from attnbench.env import environment
 
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     cached, plain = {}, {}
@@ -128,8 +150,8 @@ def dump(out_dir) -> dict[str, int]:
     cached = {name: found for name, found in sorted(cached.items()) if found}
     for name, found in cached.items():
         write_kernel(out, name, found, triton.__version__)
-    env = {k: environment().get(k) for k in ("device", "date", "torch", "triton", "fla", "mamba_ssm", "git_commit")}
-    write_index(out, {**env, "fla_cache_mode": os.environ.get("FLA_CACHE_MODE", "disabled"), "plain_autotuned": plain})
+    write_index(out, {**_environment(), "fla_cache_mode": os.environ.get("FLA_CACHE_MODE", "disabled"),
+                      "plain_autotuned": plain})
     return {name: len(found) for name, found in cached.items()}
 
 

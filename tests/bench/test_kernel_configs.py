@@ -1,7 +1,9 @@
 """kernel_configs writes files that fla's own reader finds: a real CachedAutotuner (built on CPU,
 never launched) with a hand-filled cache is dumped, then fla's KernelConfigFile and a fresh
 autotuner's maybe_load_cached_config must return the same config. warm_kernels.py on a CPU
-reports every worker as 'no CUDA' and exits 0."""
+reports every worker as 'no CUDA' and exits 0; its workers (one per kernel family: chunk_kda one
+per shape, running kda then kda_raw) save after every item, so a worker cut mid-way keeps what it
+finished."""
 from __future__ import annotations
 
 import json
@@ -105,10 +107,70 @@ def test_warm_kernels_without_cuda(tmp_path):
                            "--groups", "kda,ssd", "--shapes", "train"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "kda@train" in done.stdout and "ssd" in done.stdout and "no CUDA" in done.stdout
+    assert "chunk_kda@train" in done.stdout and "ssd" in done.stdout and "no CUDA" in done.stdout
     bad = subprocess.run([sys.executable, "scripts/warm_kernels.py", "--groups", "nope"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+@pytest.fixture
+def warm(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import warm_kernels
+
+    return warm_kernels
+
+
+def test_workers_are_kernel_families(warm):
+    """kda and kda_raw share chunk_kda's core kernels at a shape (H is a constexpr: another shape is
+    another compile): one worker a shape runs both, the benchmarks' shapes first."""
+    assert warm.units(list(warm.GROUPS), ["parity", "wide", "train"]) == [
+        "chunk_kda@train", "chunk_kda@wide", "chunk_kda@parity", "recurrent", "gdn", "ssd", "fla_model"]
+    assert warm.units(["ssd", "kda_raw"], ["parity"]) == ["chunk_kda@parity", "ssd"]
+    assert warm.units(["fla_model", "recurrent"], list(warm.SHAPES)) == ["recurrent", "fla_model"]
+    labels = [label for label, _, _ in warm.items_of("chunk_kda@wide", ["kda", "kda_raw"])]  # built, not run
+    assert labels == ["import fla.ops.kda", "kda fwd B=8 T=2048 H=16", "kda fwd+bwd B=8 T=2048 H=16",
+                      "kda_raw fwd B=8 T=2048 H=16", "kda_raw fwd+bwd B=8 T=2048 H=16",
+                      "kda prefill fwd B=1 T=4096 H=16, state in and out",
+                      "kda_raw prefill fwd B=1 T=4096 H=16, state in and out"]
+    labels = [label for label, _, _ in warm.items_of("chunk_kda@parity", ["kda_raw"])]
+    assert labels[1:] == ["kda_raw fwd B=2 T=1000 H=4", "kda_raw fwd+bwd B=2 T=1000 H=4",
+                          "kda_raw fwd+bwd B=2 T=1000 H=4, state in and out (parity)"]
+    ssd = [label for label, _, _ in warm.items_of("ssd", [])]
+    assert ssd.index("chunk scan fwd+bwd B=8 T=2048 H=32") < min(i for i, x in enumerate(ssd) if "parity" in x)
+
+
+def test_worker_saves_after_every_item(warm, fake_fla_module, tmp_path, capsys):
+    """The second item finds the first one's choice already on disk, and the status file says
+    where the worker is; a cut item ends the run, and what came before it stays saved."""
+    tuner, unit, seen = fake_fla_module, "chunk_kda@train", {}
+
+    def tune():
+        tuner.cache[(8, 128, "torch.bfloat16", "torch.float32")] = CONFIGS[1]
+
+    def look():
+        seen["file"] = (tmp_path / unit / "fake_kernel_for_test.json").exists()
+        seen["status"] = json.loads((tmp_path / f"{unit}.status.json").read_text())
+
+    def cut():
+        raise TimeoutError("at the time limit")
+
+    items = [("tune", tune, False), ("look", look, False), ("compile", cut, False), ("never", look, False)]
+    record = warm.work(unit, iter(items), tmp_path)
+    assert seen["file"] and seen["status"]["at"] == "look" and seen["status"]["kernels"] == 1
+    assert not seen["status"]["final"] and [d[0] for d in seen["status"]["items"]] == ["tune"]
+    assert record["final"] and record["kernels"] == 1 and "compile: cut at the time limit" in record["status"]
+    assert [d[0] for d in record["items"]] == ["tune", "look", "compile"]
+    assert "fla autotuners with a choice: 1 (1 keys); 1 kernels saved" in capsys.readouterr().out
+
+    # A worker killed inside an item: the parent's row says where, from the last status written.
+    seen["status"]["at"] = "compile"
+    (tmp_path / f"{unit}.status.json").write_text(json.dumps(seen["status"]))
+    row, = warm.summarise([unit], {unit: "killed past its time limit"}, tmp_path)
+    assert row["status"] == "killed past its time limit in 'compile'; 1 items ok before, last 'tune'"
+    assert row["kernels"] == 1
+    merged = kernel_configs.merge(tmp_path / "out", [tmp_path / unit])
+    assert merged == {"fake_kernel_for_test": 1}
 
 
 def test_plain_autotuners_are_counted_not_written(fake_fla_module, tmp_path, monkeypatch):
