@@ -25,6 +25,12 @@ mixers' fused_on_cuda chains (short convs, norms, gates, RoPE) for single-token 
 (CUDA only: on CPU it equals eager); ``step`` torch.compiles the whole model step, as gpt-fast
 does, then captures that in the CUDA graph. The compile happens in the untimed first call.
 
+Step check (--check-tol): before timing, the step's logits are compared with those of a twin
+model with the same weights running every mixer's plain-PyTorch reference (impl=torch) on the
+same cache, by relative RMS (``step_check``). A point above the tolerance is refused, never
+timed, so a row is checked even where no parity file gates it. On a CPU both sides run the
+reference: the check then only proves the plumbing.
+
 Sweep: an out-of-memory point is an "oom" row (predicted from free memory on CUDA, or caught)
 and every longer context of that architecture and batch is "oom" without trying; on any device
 --max-bytes makes points whose weights + cache exceed it "skipped" (so does batch·L over
@@ -36,6 +42,7 @@ from __future__ import annotations
 import torch
 
 from attnbench.mixers import state_nbytes
+from attnbench.ops.compare import rel_rms
 
 from . import figures
 from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded,
@@ -47,8 +54,8 @@ from .timing import median_ms
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
 FUSES = ("eager", "mixers", "step")
 COLUMNS = ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
-           "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw", "parity", "impls",
-           "note"]
+           "step_check", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
+           "parity", "impls", "note"]
 
 
 def fill_state(states: list[dict], length: int) -> list[dict]:
@@ -97,7 +104,30 @@ def graph_replay(step, device):
     return graph.replay
 
 
-def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps, forward=None) -> dict:
+def reference_twin(model):
+    """The same LM with every mixer on its plain-PyTorch reference (impl=torch), same weights."""
+    from dataclasses import replace
+
+    from attnbench.models import build_model
+
+    mixers = {name: {**(options or {}), "impl": "torch"} for name, options in model.cfg.mixers.items()}
+    cfg = replace(model.cfg, impl="torch", mixers=mixers)
+    with torch.device(next(model.parameters()).device):
+        twin = build_model(cfg).to(next(model.parameters()).dtype).eval()
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def step_check(step, reference, token, states) -> float:
+    """rel RMS of the timed step's logits against the reference twin's on the same cache."""
+    with torch.no_grad():
+        got = step()[0]
+        want = reference(token, states)[0]
+    return rel_rms(got.float(), want.float())
+
+
+def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps, forward=None,
+            reference=None) -> dict:
     cache_bytes = measured_state_bytes(model, batch, length, device, dtype)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # hand the measured cache back before the timed one is allocated
@@ -116,6 +146,12 @@ def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps
     fields = {"impls": impls_text(impls), "parity": verdict, "cache_bytes_measured": cache_bytes}
     if not allowed:
         return {**fields, "status": "refused", "note": refused_note(verdict)}
+    if reference is not None:
+        fields["step_check"] = err = step_check(step, reference, token, states)
+        if not err <= args.check_tol:  # NaN fails too
+            note = f"step check failed: logits rel RMS {err:.3g} > --check-tol {args.check_tol} vs impl=torch"
+            print(f"refused: {note}")
+            return {**fields, "status": "refused", "note": note}
     reps = reps_for(first_ms, args.reps, args.budget_ms)
     warmup = args.warmup if first_ms < SLOW_MS else 1  # a slow step has nothing left to warm
     eager_ms = median_ms(step, warmup=warmup, reps=reps, device=device)
@@ -171,6 +207,7 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
         return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
     rows, stops, impls = [], {}, ""
     forward, layers.FUSE_STEPS = fused(fuse, model)
+    reference = reference_twin(model) if args.check_tol > 0 else None
     for batch, length in points:
         row = dict(bench="decode", arch=arch, fuse=fuse, batch=batch, context=length,
                    cache_bytes_predicted=model.state_bytes(length, batch, dtype))
@@ -178,7 +215,8 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
         if verdict is not None:
             row.update(status=verdict[0], note=verdict[1])
         else:
-            guarded(row, lambda: measure(model, batch, length, args, device, dtype, gate, copy_gbps, forward), device)
+            guarded(row, lambda: measure(model, batch, length, args, device, dtype, gate, copy_gbps, forward,
+                                         reference), device)
         if row["status"] == "oom":
             stops.setdefault(batch, ("oom", f"longer than the oom point L={length}"))
         elif (row.get("ms_per_token") or 0) > args.time_cap_s * 1e3:
@@ -188,7 +226,7 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
               f"graph={row.get('cuda_graph')} | {row.get('impls') or row.get('note')}")
         rows.append(row)
     layers.FUSE_STEPS = False
-    del model, forward
+    del model, forward, reference
     free_memory(device)
     return rows, arch, impls
 
@@ -207,6 +245,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--cuda-graphs", choices=("on", "off"), default="on")
     ap.add_argument("--fuse", choices=FUSES, nargs="+", default=["eager"],
                     help="elementwise fusion of the step, one set of rows per choice (see the module doc)")
+    ap.add_argument("--check-tol", type=float, default=0.05,
+                    help="refuse a point whose logits differ from the impl=torch twin's by more (rel RMS); 0: no check")
     ap.add_argument("--max-bytes", type=int, default=None, help="skip points whose weights + cache exceed this")
     ap.add_argument("--max-cached-tokens", type=int, default=None, help="skip points with batch x L above this")
     ap.add_argument("--copy-mib", type=int, default=None, help="copy-bandwidth buffer (default 1024 CUDA, 16 CPU)")

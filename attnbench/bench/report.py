@@ -22,7 +22,7 @@ COLUMNS = {
                 "parity", "impls", "note"],
     "decode": ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
                "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
-               "parity", "impls", "note"],
+               "step_check", "parity", "impls", "note"],
     "mixer_overhead": ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
                        "impl", "parity", "note"],
 }

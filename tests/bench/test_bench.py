@@ -90,11 +90,27 @@ def test_decode_end_to_end(tmp_path):
         assert r["cache_bytes_measured"] == r["cache_bytes_predicted"], r
         assert r["ms_per_token"] > 0 and r["cuda_graph"] == "no (cpu)"
         assert len(r["impls"].split()) == 4  # one entry per layer
+        assert r["step_check"] < 1e-5  # on a CPU both sides are the reference
     assert set(env["impls"]) == set(ARCHS)
     attn = [r for r in rows if r["arch"] == "attn" and r["batch"] == 1]
     assert attn[1]["cache_bytes_measured"] == 5 * attn[0]["cache_bytes_measured"]  # linear in L (8 -> 40)
     kda = [r for r in rows if r["arch"] == "kda" and r["batch"] == 1]
     assert kda[0]["cache_bytes_measured"] == kda[1]["cache_bytes_measured"]  # constant in L
+
+
+def test_decode_refuses_a_step_whose_logits_differ_from_the_reference(tmp_path, monkeypatch):
+    """A timed path that computes the wrong step (here: logits off by 10%) is refused, not timed."""
+    real = decode.fused
+
+    def wrong(fuse, model):
+        forward, fuse_mixers = real(fuse, model)
+        return (lambda token, states: (forward(token, states)[0] * 1.1, None)), fuse_mixers
+
+    monkeypatch.setattr(decode, "fused", wrong)
+    rows = decode.main([*TINY, "--archs", "kda_mla_3to1", "--contexts", "8", "--batches", "1", "--reps", "2",
+                        "--no-figures", "--out", str(tmp_path)])
+    assert rows[0]["status"] == "refused" and "step check failed" in rows[0]["note"], rows
+    assert rows[0]["step_check"] == pytest.approx(0.1, rel=1e-3) and rows[0].get("ms_per_token") is None
 
 
 def test_decode_impossible_sizes_become_rows(tmp_path, monkeypatch):

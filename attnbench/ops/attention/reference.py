@@ -54,12 +54,14 @@ def attention_reference(
     Materialises the [B, H, T, S] score matrix: a reference, not a fast path.
     """
     groups, _ = check_qkv(q, k, v)
-    t, s = q.shape[1], k.shape[1]
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    # Each kv head serves `groups` consecutive query heads.
-    k = k.repeat_interleave(groups, dim=2)  # [B, S, H, K]
-    v = v.repeat_interleave(groups, dim=2)  # [B, S, H, V]
-    scores = torch.einsum("bthk,bshk->bhts", q, k) * scale  # [B, H, T, S]
+    b, t, h, dk = q.shape
+    s, h_kv = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    # Each kv head n serves the `groups` consecutive query heads n·G .. n·G + G-1: group the
+    # queries rather than repeat the keys, which would copy the cache G times (MLA: G = H).
+    q = q.reshape(b, t, h_kv, groups, dk)  # [B, T, H_kv, G, K]
+    scores = torch.einsum("btngk,bsnk->bngts", q, k) * scale  # [B, H_kv, G, T, S]
     scores = scores.masked_fill(~causal_mask(t, s, q.device), float("-inf"))
     probs = torch.softmax(scores, dim=-1)  # every row sees key 0, so no row is all -inf
-    return torch.einsum("bhts,bshv->bthv", probs, v)  # [B, T, H, V]
+    o = torch.einsum("bngts,bsnv->btngv", probs, v)  # [B, T, H_kv, G, V]
+    return o.reshape(b, t, h, v.shape[-1])  # [B, T, H, V]
