@@ -148,7 +148,7 @@ class DeltaRuleMixer(Mixer):
 
         gate = self.output_gate_input(x)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
-        y = self.o_proj(self.o_norm(o.to(x.dtype), gate).flatten(-2))  # [B, T, D]
+        y = self.o_proj(self.o_norm(o.to(v.dtype), gate).flatten(-2))  # [B, T, D]; v's dtype: autocast's
         if state is None:
             return y, None
         return y, {**new_state, "S": S.to(state["S"].dtype)}

@@ -52,14 +52,17 @@ def causal_conv(x: torch.Tensor, window: torch.Tensor | None, weight: torch.Tens
 
     x [B, T, C]; window [B, W-1, C], the inputs before x (zeros at the start); weight [C, W].
     The same cross-correlation as F.conv1d over the left-padded input, kept time-major so no
-    transpose is needed and the whole chain fuses into one kernel.
+    transpose is needed and the whole chain fuses into one kernel. Sums run in the wider of x's
+    and the weight's dtypes; y comes back in x's, as F.conv1d's under autocast: with float32
+    weights and bf16 activations, a float32 y would send the delta-rule and SSD kernels float32
+    q, k, v (twice the bytes, slower kernels).
     """
     padded = torch.cat([window.to(x.dtype), x], dim=1) if window is not None else F.pad(x, (0, 0, weight.shape[1] - 1, 0))
     T = x.shape[1]
     y = sum(padded[:, j:j + T] * weight[:, j] for j in range(weight.shape[1]))  # [B, T, C]
     if bias is not None:
         y = y + bias
-    return F.silu(y) if silu else y
+    return (F.silu(y) if silu else y).to(x.dtype)
 
 
 class ShortConv(nn.Module):
@@ -98,6 +101,9 @@ class GatedRMSNorm(nn.Module):
 
     norm_before_gate=True:  w * rms(x) * act(g)     (KDA / GDN output: per-head norm, then gate)
     norm_before_gate=False: w * rms(x * act(g))     (Mamba2: gate first, then the norm)
+
+    The output is in x's dtype (the statistics in at least float32): under autocast a float32
+    weight would otherwise turn bf16 activations into float32 ones for every op that follows.
     """
 
     def __init__(self, dim: int, activation: str = "sigmoid", norm_before_gate: bool = True, eps: float = 1e-5):
@@ -119,8 +125,8 @@ class GatedRMSNorm(nn.Module):
         gate = None if (g is None or self.act is None) else self.act(g)
         if self.norm_before_gate or gate is None:
             y = self._rms(x) * self.weight
-            return y if gate is None else y * gate
-        return self._rms(x * gate) * self.weight
+            return (y if gate is None else y * gate).to(x.dtype)
+        return (self._rms(x * gate) * self.weight).to(x.dtype)
 
 
 @fused_on_cuda

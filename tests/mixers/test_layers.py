@@ -30,3 +30,23 @@ def test_short_conv_streams_like_one_pass():
         pieces.append(y)
     assert rel_rms(torch.cat(pieces, 1), full) < 1e-14
     assert state.shape == (2, 5, 3) and torch.equal(state, x[:, -3:].transpose(1, 2))
+
+
+def test_bf16_activations_stay_bf16_under_autocast(monkeypatch):
+    """With float32 weights under bf16 autocast (how train.py runs), the short conv and the gated
+    norm keep the activations' dtype, so KDA's op gets bf16 q, k, v (not float32: twice the bytes)."""
+    from attnbench.mixers import build_mixer
+    from attnbench.ops.kda import reference
+
+    seen, real = {}, reference.kda_chunked
+
+    def spy(q, k, v, g, beta, **kw):
+        seen.update(q=q.dtype, k=k.dtype, v=v.dtype)
+        return real(q, k, v, g, beta, **kw)
+
+    monkeypatch.setattr(reference, "kda_chunked", spy)
+    mixer = build_mixer("kda", d_model=32, n_heads=2, head_dim=16, impl="torch")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = mixer(torch.randn(2, 9, 32))
+        assert causal_conv(torch.randn(2, 9, 4).bfloat16(), None, torch.randn(4, 3), None, True).dtype == torch.bfloat16
+    assert seen == {"q": torch.bfloat16, "k": torch.bfloat16, "v": torch.bfloat16} and y.dtype == torch.bfloat16
