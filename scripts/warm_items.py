@@ -82,10 +82,9 @@ def chunk_kda(B, T, H, variants=("kda", "kda_raw")):
         yield f"{name} fwd+bwd {shape}", lambda fn=fn, make=make: fwd_bwd(fn, make(B, T, H)), False
     for name in variants:
         fn, make = calls[name]
-        if T == 1000:  # the parity script's: a state in and out, every input rounded to bf16 (g too)
-            extra = {} if name == "kda_raw" else {"g_dtype": BF16}
-            yield f"{name} fwd+bwd {shape}, state in and out (parity)", lambda fn=fn, make=make, extra=extra: fwd_bwd(
-                fn, make(B, T, H, state=True, **extra)), False
+        if T == 1000:  # the parity script's: a state in and out
+            yield f"{name} fwd+bwd {shape}, state in and out (parity)", lambda fn=fn, make=make: fwd_bwd(
+                fn, make(B, T, H, state=True)), False
         if H == 16:  # prefill from a state (decode and prefill benchmarks)
             yield f"{name} prefill fwd B=1 T=4096 H={H}, state in and out", lambda fn=fn, make=make: forward(
                 fn, make(1, 4096, H, state=True)), False
@@ -96,7 +95,7 @@ def recurrent():
     from attnbench.ops.kda import kernel
 
     yield "import fla.ops.kda", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
-    for s in ((1, 1, 16, F32), (16, 1, 16, F32), (2, 1000, 4, BF16), (2, 1, 4, F32)):  # decode B=1, 16; parity's
+    for s in ((1, 1, 16, F32), (16, 1, 16, F32), (2, 1000, 8, F32), (2, 1, 8, F32)):  # decode B=1, 16; parity's
         shape = "B={} T={} H={}".format(*s)
         yield f"fused_recurrent_kda {shape}", lambda s=s: forward(kernel.kda_recurrent, kda_inputs(*s, True)), False
         yield f"fused_recurrent_kda raw {shape}", lambda s=s: forward(kernel.kda_recurrent_raw, raw_inputs(*s[:3], True)), False
@@ -115,8 +114,8 @@ def gdn():
     path, why = gdn.chunk_path()
     print(f"[gdn] chunk path here: {path}: {why}", flush=True)
     native_refuses = path == gdn.VIA_KDA
-    B, T, H = 2, 1000, 4  # the parity shape; at the benchmarks' shapes via_kda's calls are kda's
-    scalar = lambda: _scalar_gate(kda_inputs(B, T, H, BF16, True))  # noqa: E731
+    B, T, H = 2, 1000, 8  # the parity shape; at the benchmarks' shapes via_kda's calls are kda's
+    scalar = lambda: _scalar_gate(kda_inputs(B, T, H, F32, True))  # noqa: E731
     # Native first: the via-chunk_kda calls compile the kernels chunk_kda@parity compiles (the same
     # constexprs), which by then may be in the shared Triton cache.
     yield "native chunk_gated_delta_rule fwd+bwd", lambda: fwd_bwd(gdn.gdn_chunked, scalar()), native_refuses

@@ -45,7 +45,7 @@ Groups (bf16, heads of 128, inputs made as the benchmarks make them):
 Shapes, for kda and kda_raw (a chunk_kda worker each, in this order whatever order is given):
   train   B=8, T=2048, H=8 (+bench=train_ref: throughput)
   wide    B=8, T=2048, H=16 (+bench=decode_ref: mixer_overhead), and a prefill with a state
-  parity  B=2, T=1000, H=4 (bench.parity's), with and without a state in and out
+  parity  B=2, T=1000, H=8 (bench.parity's), with and without a state in and out
 Inside a worker the benchmarks' shapes come before parity's. Always exits 0: a failed group is a
 row of the summary. A worker past --time-limit stops (inside a compile: once that returns), saves,
 and is killed 30 s later if it has not exited: what it saved after earlier items stays. Workers
@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 GROUPS = ("kda", "kda_raw", "recurrent", "gdn", "ssd", "fla_model")
 CHUNK_KDA = ("kda", "kda_raw")  # one worker a shape runs both: the same core kernels
-SHAPES = {"train": (8, 2048, 8), "wide": (8, 2048, 16), "parity": (2, 1000, 4)}  # (B, T, H), most important first
+SHAPES = {"train": (8, 2048, 8), "wide": (8, 2048, 16), "parity": (2, 1000, 8)}  # (B, T, H), most important first
 GRACE_S = 30
 
 

@@ -134,8 +134,8 @@ def test_workers_are_kernel_families(warm):
                       "kda prefill fwd B=1 T=4096 H=16, state in and out",
                       "kda_raw prefill fwd B=1 T=4096 H=16, state in and out"]
     labels = [label for label, _, _ in warm.items_of("chunk_kda@parity", ["kda_raw"])]
-    assert labels[1:] == ["kda_raw fwd B=2 T=1000 H=4", "kda_raw fwd+bwd B=2 T=1000 H=4",
-                          "kda_raw fwd+bwd B=2 T=1000 H=4, state in and out (parity)"]
+    assert labels[1:] == ["kda_raw fwd B=2 T=1000 H=8", "kda_raw fwd+bwd B=2 T=1000 H=8",
+                          "kda_raw fwd+bwd B=2 T=1000 H=8, state in and out (parity)"]
     ssd = [label for label, _, _ in warm.items_of("ssd", [])]
     assert ssd.index("chunk scan fwd+bwd B=8 T=2048 H=32") < min(i for i, x in enumerate(ssd) if "parity" in x)
 

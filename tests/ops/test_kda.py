@@ -134,7 +134,8 @@ def test_parity_rows_with_the_reference_standing_in_for_the_kernels():
     forward-only path gives output and state only; a path that raises gives one failed row."""
     from attnbench.ops.kda import parity
 
-    assert parity.make_inputs("cpu", torch.bfloat16, B=1, T=3, H=2, K=4, V=4)["g"].dtype == torch.bfloat16
+    bf16 = parity.make_inputs("cpu", torch.bfloat16, B=1, T=3, H=2, K=4, V=4)
+    assert bf16["q"].dtype == torch.bfloat16 and bf16["g"].dtype == torch.float32  # g as the mixers pass it
     inputs = parity.make_inputs("cpu", torch.float32, B=1, T=70, H=2, K=16, V=8)
     assert (inputs["g"] < 0).all() and (inputs["g"] > -16 * 5).all()
 
