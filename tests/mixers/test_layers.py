@@ -32,21 +32,34 @@ def test_short_conv_streams_like_one_pass():
     assert state.shape == (2, 5, 3) and torch.equal(state, x[:, -3:].transpose(1, 2))
 
 
-def test_bf16_activations_stay_bf16_under_autocast(monkeypatch):
+SPIED_OPS = {  # mixer -> (module holding its chunked reference op, the op's name, its activation args)
+    "kda": ("attnbench.ops.kda.reference", "kda_chunked", ("q", "k", "v")),
+    "gdn": ("attnbench.ops.gated_delta_rule.reference", "gdn_chunked", ("q", "k", "v")),
+    "mamba2": ("attnbench.ops.ssd.reference", "ssd_chunked", ("x", "dt", "A", "B", "C")),  # dt, A: float32
+}
+
+
+@pytest.mark.parametrize("name", list(SPIED_OPS))
+def test_bf16_activations_stay_bf16_under_autocast(monkeypatch, name):
     """With float32 weights under bf16 autocast (how train.py runs), the short conv and the gated
-    norm keep the activations' dtype, so KDA's op gets bf16 q, k, v (not float32: twice the bytes)."""
+    norm keep the activations' dtype, so the op gets bf16 inputs (not float32: twice the bytes)."""
+    import importlib
+
     from attnbench.mixers import build_mixer
-    from attnbench.ops.kda import reference
 
-    seen, real = {}, reference.kda_chunked
+    module_name, op_name, arg_names = SPIED_OPS[name]
+    module, seen = importlib.import_module(module_name), {}
+    real = getattr(module, op_name)
 
-    def spy(q, k, v, g, beta, **kw):
-        seen.update(q=q.dtype, k=k.dtype, v=v.dtype)
-        return real(q, k, v, g, beta, **kw)
+    def spy(*args, **kw):
+        seen.update({n: a.dtype for n, a in zip(arg_names, args)})
+        return real(*args, **kw)
 
-    monkeypatch.setattr(reference, "kda_chunked", spy)
-    mixer = build_mixer("kda", d_model=32, n_heads=2, head_dim=16, impl="torch")
+    monkeypatch.setattr(module, op_name, spy)
+    options = {"d_state": 16, "headdim": 16} if name == "mamba2" else {"n_heads": 2, "head_dim": 16}
+    mixer = build_mixer(name, d_model=32, impl="torch", **options)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = mixer(torch.randn(2, 9, 32))
         assert causal_conv(torch.randn(2, 9, 4).bfloat16(), None, torch.randn(4, 3), None, True).dtype == torch.bfloat16
-    assert seen == {"q": torch.bfloat16, "k": torch.bfloat16, "v": torch.bfloat16} and y.dtype == torch.bfloat16
+    activations = {n: t for n, t in seen.items() if n not in ("dt", "A")}
+    assert activations == dict.fromkeys(set(arg_names) - {"dt", "A"}, torch.bfloat16) and y.dtype == torch.bfloat16
