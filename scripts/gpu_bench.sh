@@ -25,7 +25,8 @@
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults), then KDA with
 #                      KDA and GDN with fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
-#   6. throughput      torch.compile'd: gpt and attn at the reference size
+#   6. throughput      torch.compile'd: gpt and attn (COMPILED_ARCHS, e.g. gpt,attn,kda_fused) at the
+#                      reference size
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
 # BUDGET_S (default 540) bounds the whole run; SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
 # $OUT receives (<= 8 files): report.md (all tables), gpu_bench.log, bench_runs.tar.gz (every run
@@ -91,8 +92,8 @@ stage mixer_overhead_fused 90 python3 -m attnbench.bench.mixer_overhead "${GATE[
   model.mixers.gdn.fuse_inputs=true
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
-stage throughput_compiled 120 python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs gpt,attn --compile --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQ_REF[@]}"
+stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
+  --archs "${COMPILED_ARCHS:-gpt,attn}" --compile --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"
