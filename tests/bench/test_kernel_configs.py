@@ -121,6 +121,13 @@ def warm(monkeypatch):
     return warm_kernels
 
 
+@pytest.fixture
+def warm_worker(warm):
+    import warm_worker
+
+    return warm_worker
+
+
 def test_workers_are_kernel_families(warm):
     """kda and kda_raw share chunk_kda's core kernels at a shape (H is a constexpr: another shape is
     another compile): one worker a shape runs both, the benchmarks' shapes first."""
@@ -140,7 +147,7 @@ def test_workers_are_kernel_families(warm):
     assert ssd.index("chunk scan fwd+bwd B=8 T=2048 H=32") < min(i for i, x in enumerate(ssd) if "parity" in x)
 
 
-def test_worker_saves_after_every_item(warm, fake_fla_module, tmp_path, capsys):
+def test_worker_saves_after_every_item(warm, warm_worker, fake_fla_module, tmp_path, capsys):
     """The second item finds the first one's choice already on disk, and the status file says
     where the worker is; a cut item ends the run, and what came before it stays saved."""
     tuner, unit, seen = fake_fla_module, "chunk_kda@train", {}
@@ -156,7 +163,7 @@ def test_worker_saves_after_every_item(warm, fake_fla_module, tmp_path, capsys):
         raise TimeoutError("at the time limit")
 
     items = [("tune", tune, False), ("look", look, False), ("compile", cut, False), ("never", look, False)]
-    record = warm.work(unit, iter(items), tmp_path)
+    record = warm_worker.work(unit, iter(items), tmp_path)
     assert seen["file"] and seen["status"]["at"] == "look" and seen["status"]["kernels"] == 1
     assert not seen["status"]["final"] and [d[0] for d in seen["status"]["items"]] == ["tune"]
     assert record["final"] and record["kernels"] == 1 and "compile: cut at the time limit" in record["status"]
