@@ -28,7 +28,8 @@
 #   6. throughput      torch.compile'd: gpt and attn (COMPILED_ARCHS, e.g. gpt,attn,kda_fused) at the
 #                      reference size
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
-# BUDGET_S (default 540) bounds the whole run; SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
+# BUDGET_S (default 540) bounds the whole run; each stage has its own limit (WARMUP_S, PARITY_S, THROUGHPUT_S,
+# DECODE_S, OVERHEAD_S, OVERHEAD_FUSED_S, COMPILED_S); SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
 # $OUT receives (<= 8 files): report.md (all tables), gpu_bench.log, bench_runs.tar.gz (every run
 # folder with CSV/JSON/env/figures, and the parity folder), four figures and kernel_configs.tar.gz
 # (after a warmup; to commit it: tar -xzf kernel_configs.tar.gz && mv kernel_configs
@@ -75,7 +76,7 @@ WARMUP_S=${WARMUP_S:-300}  # workers stop at WARMUP_S - 50 s (killed 30 s later 
 # what they saved (each saves after every item) and prints a row per worker
 stage warmup "$WARMUP_S" python3 scripts/warm_kernels.py --out "$WORK/kernel_configs" --time-limit $((WARMUP_S - 50)) ${WARM_ARGS:-}
 [ -f "$WORK/kernel_configs/index.json" ] && tar -czf "$OUT/kernel_configs.tar.gz" -C "$WORK" kernel_configs
-stage parity 180 python3 -m attnbench.bench.parity --out "$WORK/parity"
+stage parity "${PARITY_S:-180}" python3 -m attnbench.bench.parity --out "$WORK/parity"
 STATUS="$WORK/parity/kernel_status.json"
 if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
@@ -87,7 +88,7 @@ stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --time-cap-s 5 "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
-stage mixer_overhead_fused 90 python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
+stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
   --mixers kda,gdn --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" model.mixers.kda.fuse_inputs=true \
   model.mixers.gdn.fuse_inputs=true
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
