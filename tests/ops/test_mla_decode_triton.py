@@ -54,6 +54,37 @@ def test_latent_decode_matches_the_explicit_softmax():
     assert all(err < 1e-5 for err in errors.values()), errors
 
 
+WRAPPER_SCRIPT = r"""
+import json
+import torch
+from attnbench.ops.mla import kernel
+from attnbench.ops.mla.reference import mla_absorbed
+
+kernel.triton_decode_fits = lambda q_nope, c_kv: (True, "")  # the CPU stands in for CUDA here
+torch.manual_seed(0)
+errors = {}
+for r in (0, 8):  # NoPE (Kimi Linear) and decoupled RoPE (DeepSeek)
+    b, h, kn, c, v, s = 2, 4, 16, 32, 16, 37
+    q_nope, q_rope = torch.randn(b, 1, h, kn), (torch.randn(b, 1, h, r) if r else None)
+    cache, k_cache = torch.randn(b, s + 5, c), torch.randn(b, s + 5, max(r, 1))  # the mixer's cache: a prefix
+    c_kv, k_rope = cache[:, :s], (k_cache[:, :s, :r] if r else None)
+    w_uk, w_uv = torch.randn(h, kn, c) / c**0.5, torch.randn(h, v, c) / c**0.5
+    got = kernel.mla_absorbed_triton(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+    want = mla_absorbed(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)
+    errors[f"rope{r}"] = ((got - want).norm() / want.norm()).item()
+print(json.dumps(errors))
+"""
+
+
+def test_the_mixers_op_around_the_kernel_matches_the_absorbed_reference():
+    """kernel.mla_absorbed_triton (fold W^UK into q, the kernel, unfold W^UV) == reference.mla_absorbed."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", WRAPPER_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(errors) == {"rope0", "rope8"} and all(err < 1e-5 for err in errors.values()), errors
+
+
 def test_slice_plan_covers_every_position_once():
     from attnbench.ops.mla.decode_triton import BLOCK_N, slice_plan
 
