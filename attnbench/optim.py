@@ -5,8 +5,9 @@ and biases. Muon (Jordan et al. 2024; torch.optim.Muon): Newton-Schulz-orthogona
 for the 2-D hidden matrices; embeddings, the output head and every non-matrix parameter stay on
 AdamW, as in Moonlight / Kimi. ``adjust_lr_fn="match_rms_adamw"`` scales Muon's update to
 AdamW's RMS (Liu et al. 2025, "Muon is scalable"), so one ``optim.lr`` serves both.
-Muon orthogonalises each parameter whole: the [q; k; v] projections of attention, KDA and GDN
-are one matrix each (one matmul), and are orthogonalised as one block.
+Muon orthogonalises each parameter whole. KDA, GDN and MLA keep one matrix per projection, as
+fla's and Kimi's layers do; attention's [q; k; v] is one matrix (one matmul), so Muon
+orthogonalises it as one block, where modded-nanogpt orthogonalises q, k and v apart.
 
 Schedule, a function of the optimizer step s in [0, steps): linear warmup over warmup_steps,
 then cosine to min_lr_ratio, WSD (constant, then a linear decay over the last decay_fraction of

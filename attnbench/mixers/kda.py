@@ -7,9 +7,9 @@
     o    = KDA(q, k, v, g, β)                               ops/kda: the delta rule, KL Eq. 1
     y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
 
-q, k and v come from one matmul (``qkv_proj``, rows [q; k; v], as in mixers/attention.py): x is
-read once and a decode step is one GEMV instead of three. β and the gates keep their own
-matrices, so Muon orthogonalises them apart from the q/k/v block.
+q, k and v keep separate matrices, as fla's and Kimi's layers have them: Muon orthogonalises
+each parameter whole, so one fused [q; k; v] matrix would change its update (a decode step
+would save two GEMVs; that waits for a per-block Muon).
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
 channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
@@ -85,8 +85,9 @@ class DeltaRuleMixer(Mixer):
         self.output_gate, self.chunk_size = output_gate, chunk_size
         H, HV, K, V = self.H, self.HV, self.K, self.V
 
-        self.qkv_widths = [H * K, H * K, HV * V]
-        self.qkv_proj = nn.Linear(d_model, sum(self.qkv_widths), bias=False)  # rows [W_q; W_k; W_v]
+        self.q_proj = nn.Linear(d_model, H * K, bias=False)
+        self.k_proj = nn.Linear(d_model, H * K, bias=False)
+        self.v_proj = nn.Linear(d_model, HV * V, bias=False)
         if use_short_conv:
             self.q_conv = ShortConv(H * K, conv_size, activation="silu")
             self.k_conv = ShortConv(H * K, conv_size, activation="silu")
@@ -139,8 +140,7 @@ class DeltaRuleMixer(Mixer):
             self.impl_ran = "none"
             return x.new_zeros(batch, 0, self.d_model), state
         new_state = {}
-        projected = self.qkv_proj(x).split(self.qkv_widths, dim=-1)  # [B, T, H·K] twice, [B, T, HV·V]
-        q, k, v = (self._short_conv(name, h, state, new_state) for name, h in zip("qkv", projected))
+        q, k, v = (self._project(name, x, state, new_state) for name in ("q", "k", "v"))
         q = q.unflatten(-1, (self.H, self.K))  # [B, T, H, K]
         k = k.unflatten(-1, (self.H, self.K))
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
@@ -153,8 +153,9 @@ class DeltaRuleMixer(Mixer):
             return y, None
         return y, {**new_state, "S": S.to(state["S"].dtype)}
 
-    def _short_conv(self, name: str, h: torch.Tensor, state: State | None, new_state: dict) -> torch.Tensor:
-        """The causal short conv of W x (continuing from the state's window), then SiLU."""
+    def _project(self, name: str, x: torch.Tensor, state: State | None, new_state: dict) -> torch.Tensor:
+        """W x, then the causal short conv (continuing from the state's window) and SiLU."""
+        h = getattr(self, f"{name}_proj")(x)
         if not self.use_short_conv:
             return F.silu(h)
         h, window = getattr(self, f"{name}_conv")(h, None if state is None else state[f"conv_{name}"])

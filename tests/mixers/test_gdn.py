@@ -44,10 +44,9 @@ def test_block_equals_a_hand_written_one_on_fla_naive():
         padded = F.pad(h, (0, 0, w.shape[1] - 1, 0))
         return F.silu(torch.stack([(padded[:, i:i + w.shape[1]].transpose(1, 2) * w).sum(-1) for i in range(9)], 1))
 
-    x_q, x_k, x_v = (x @ m.qkv_proj.weight.T).split(m.qkv_widths, dim=-1)  # rows [W_q; W_k; W_v]
-    q = F.normalize(conv(x_q, m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    k = F.normalize(conv(x_k, m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    v = conv(x_v, m.v_conv).view(1, 9, 2, 16)
+    q = F.normalize(conv(m.q_proj(x), m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    k = F.normalize(conv(m.k_proj(x), m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    v = conv(m.v_proj(x), m.v_conv).view(1, 9, 2, 16)
     g = -m.A_log.exp() * F.softplus(m.a_proj(x) + m.dt_bias)
     o, _ = naive_recurrent_gated_delta_rule(q=q, k=k, v=v, beta=torch.sigmoid(m.b_proj(x)), g=g)
     o = o.double()

@@ -69,10 +69,9 @@ def test_block_equals_a_hand_written_one_on_fla_naive():
         padded = F.pad(h, (0, 0, w.shape[1] - 1, 0))
         return F.silu(torch.stack([(padded[:, i:i + w.shape[1]].transpose(1, 2) * w).sum(-1) for i in range(9)], 1))
 
-    x_q, x_k, x_v = (x @ m.qkv_proj.weight.T).split(m.qkv_widths, dim=-1)  # rows [W_q; W_k; W_v]
-    q = F.normalize(conv(x_q, m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    k = F.normalize(conv(x_k, m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
-    v = conv(x_v, m.v_conv).view(1, 9, 4, 8)
+    q = F.normalize(conv(m.q_proj(x), m.q_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    k = F.normalize(conv(m.k_proj(x), m.k_conv).view(1, 9, 2, 8), dim=-1, eps=0)
+    v = conv(m.v_proj(x), m.v_conv).view(1, 9, 4, 8)
     g = -m.A_log.exp()[:, None] * F.softplus((m.f_proj(x) + m.dt_bias).view(1, 9, 4, 8))
     beta = torch.sigmoid(m.b_proj(x))
     o, _ = naive_recurrent_kda(q=q, k=k, v=v, g=g, beta=beta)
@@ -118,7 +117,7 @@ def test_bad_config_raises_naming_the_argument(kwargs, name):
 
 def test_head_dim_none_splits_d_model():
     m = KDA(d_model=32, n_heads=4, head_dim=None)
-    assert (m.K, m.V, m.qkv_widths) == (8, 8, [32, 32, 32])
+    assert (m.K, m.V, m.q_proj.out_features) == (8, 8, 32)
 
 
 def test_bad_inputs_and_states_raise():
