@@ -44,12 +44,17 @@ CASES = [  # (B, H, C, R, S, slices): NoPE and rope, heads and latent below a po
 ]
 
 
-def test_latent_decode_matches_the_explicit_softmax():
+def interpreted(script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh Python under Triton's interpreter; its last line of output, as JSON."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_latent_decode_matches_the_explicit_softmax():
+    errors = interpreted(SCRIPT, json.dumps(CASES))
     assert len(errors) == len(CASES)
     assert all(err < 1e-5 for err in errors.values()), errors
 
@@ -78,10 +83,7 @@ print(json.dumps(errors))
 
 def test_the_mixers_op_around_the_kernel_matches_the_absorbed_reference():
     """kernel.mla_absorbed_triton (fold W^UK into q, the kernel, unfold W^UV) == reference.mla_absorbed."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", WRAPPER_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = interpreted(WRAPPER_SCRIPT)
     assert set(errors) == {"rope0", "rope8"} and all(err < 1e-5 for err in errors.values()), errors
 
 

@@ -80,11 +80,11 @@ def _slice_kernel(
     tl.store(lse_ptr + b * stride_lb + n * stride_ln + heads, m + tl.log(l), mask=head_ok)
 
 
-def slice_plan(batch: int, S: int, n_sm: int, block_n: int = BLOCK_N) -> tuple[int, int]:
-    """(slices, positions per slice): about PROGRAMS_PER_SM programs per SM over the batch, each
-    slice a whole number of blocks and none empty."""
+def slice_plan(batch: int, S: int, n_sm: int, block_n: int = BLOCK_N, wanted: int | None = None) -> tuple[int, int]:
+    """(slices, positions per slice): about ``wanted`` slices (default PROGRAMS_PER_SM programs per
+    SM over the batch), each a whole number of blocks and none empty."""
     blocks = triton.cdiv(S, block_n)
-    wanted = max(1, min(blocks, triton.cdiv(PROGRAMS_PER_SM * n_sm, batch)))
+    wanted = max(1, min(blocks, wanted or triton.cdiv(PROGRAMS_PER_SM * n_sm, batch)))
     slice_len = triton.cdiv(blocks, wanted) * block_n
     return triton.cdiv(S, slice_len), slice_len
 
@@ -114,11 +114,7 @@ def latent_decode(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: tor
     for name, t in (("q_latent", q_latent), ("q_rope", q_rope), ("c_kv", c_kv), ("k_rope", k_rope)):
         if t is not None and t.stride(-1) != 1:
             raise ValueError(f"latent_decode: {name} must be contiguous in its last dim; strides {t.stride()}")
-    if slices is None:
-        n, slice_len = slice_plan(b, s, _sm_count(c_kv.device))
-    else:
-        slice_len = triton.cdiv(triton.cdiv(s, slices), BLOCK_N) * BLOCK_N
-        n = triton.cdiv(s, slice_len)
+    n, slice_len = slice_plan(b, s, _sm_count(c_kv.device), wanted=slices)
     o_parts = torch.empty(b, n, h, c, device=c_kv.device, dtype=torch.float32)
     lse = torch.empty(b, n, h, device=c_kv.device, dtype=torch.float32)
     q_r = q_rope if r else q_latent  # a stand-in pointer, never read when R = 0
