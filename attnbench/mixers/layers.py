@@ -10,6 +10,8 @@ from torch import nn
 
 
 FUSE_STEPS = False  # also compile single-token steps (bench.decode --fuse mixers measures it)
+FUSE_DYNAMIC = False  # compile with symbolic shapes (scripts/fusion_check.py times both)
+SHAPES_PER_FUNCTION = 64  # static compiles kept per fused function before Dynamo gives up on it
 
 
 def fused_on_cuda(fn):
@@ -23,19 +25,32 @@ def fused_on_cuda(fn):
     capture them, unless FUSE_STEPS is set: under a graph, launches cost nothing but every small
     kernel still costs its few microseconds of GPU time, and a KDA layer's step is ~80 of them.
 
+    Compiled for static shapes, one kernel set per shape seen (a training run sees one): kernels
+    compiled for symbolic sizes index with run-time divisions and unvectorised loads.
+
     Inside a compiled model (torch.compile of the whole LM) ``fn`` itself is traced into the
     caller's graph: one graph, fused by its compiler, instead of a nested compile.
     """
-    compiled = torch.compile(fn, dynamic=True)
+    compiled = {}
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         if torch.compiler.is_compiling():
             return fn(*args, **kwargs)
         x = next(a for a in args if isinstance(a, torch.Tensor))
-        return compiled(*args, **kwargs) if (x.is_cuda and (x.shape[1] > 1 or FUSE_STEPS)) else fn(*args, **kwargs)
+        if not (x.is_cuda and (x.shape[1] > 1 or FUSE_STEPS)):
+            return fn(*args, **kwargs)
+        if FUSE_DYNAMIC not in compiled:
+            compiled[FUSE_DYNAMIC] = _compile(fn, FUSE_DYNAMIC)
+        return compiled[FUSE_DYNAMIC](*args, **kwargs)
 
     return run
+
+
+def _compile(fn, dynamic: bool):
+    config = torch._dynamo.config  # the limit is per code object: a sweep of shapes needs more than 8
+    config.recompile_limit = max(config.recompile_limit, SHAPES_PER_FUNCTION)
+    return torch.compile(fn, dynamic=dynamic)
 
 
 @fused_on_cuda
