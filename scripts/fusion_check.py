@@ -43,7 +43,7 @@ def cases(device):
         ("causal_conv + SiLU", causal_conv, (x, None, w, None, True), [x, w]),
         ("l2norm", l2norm, (heads,), [heads]),
         ("gated RMSNorm", _gated_norm, (norm, heads, gate), [heads, gate, norm.weight]),
-        ("KDA gate", _kda_gate, (f, dt_bias, A_log), [f, dt_bias, A_log]),
+        ("KDA gate (eager in the mixer)", layers.fused_on_cuda(_kda_gate), (f, dt_bias, A_log), [f, dt_bias, A_log]),
         ("SwiGLU", swiglu, (up, hidden), [up, hidden]),
     ]
 
