@@ -17,6 +17,8 @@ if ! python3 -c "import fla, hydra" 2>/dev/null && compgen -G ".whl/*.whl" >/dev
     && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
+# Inductor's cache (the compiled fused chains, the compiled models) inside it: SAVE_CACHE carries both
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$TRITON_CACHE_DIR/inductor}
 [ -f .triton_cache.tar.xz ] && mkdir -p "$TRITON_CACHE_DIR" && tar -xJf .triton_cache.tar.xz -C "$TRITON_CACHE_DIR"
 
 sanitize_gpu_name() {  # as fla's sanitize_gpu_name: "NVIDIA H200" -> NVIDIA_H200
