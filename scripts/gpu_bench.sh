@@ -18,7 +18,8 @@
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
-#                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs)
+#                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs); ROUNDS=N
+#                      times each N times interleaved, ratios to the peers taken per round
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1 (and with fuse_inputs),
 #                      eager and whole-step compiled (DECODE_FUSE); L = 4k..1M at batch 1,
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
@@ -82,7 +83,8 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
-  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQS[@]}"
+  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
+  --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1,kda_fused_mla_3to1}" --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 "${DECODE[@]}"
@@ -94,7 +96,7 @@ stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs "${COMPILED_ARCHS:-gpt,attn}" --compile --warmup 3 --steps 8 "${TRAIN[@]}" "${SEQ_REF[@]}"
+  --archs "${COMPILED_ARCHS:-gpt,attn}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"

@@ -12,11 +12,12 @@ import argparse
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 
 COLUMNS = {
     "flops": ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token", "train_flops_per_token"],
-    "throughput": ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
+    "throughput": ["arch", "round", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
                    "frac_of_ceiling", "peak_mem_gib", "compiled", "parity", "impls", "note"],
     "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
                 "parity", "impls", "note"],
@@ -26,6 +27,9 @@ COLUMNS = {
     "mixer_overhead": ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
                        "impl", "parity", "note"],
 }
+ROUNDS_COLUMNS = ["arch", "seq_len", "compiled", "rounds", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max",
+                  "over_gpt", "over_fla_kda"]
+PEERS = ("gpt", "fla_kda")  # the baselines a throughput ratio is taken against, per round
 HEADER_ENV = ("device", "date", "torch", "triton", "fla", "mamba_ssm", "cuda")
 HEADER_META = ("peak_tflops", "peak_source", "matmul_ceiling_tflops", "copy_gbps", "dtype")
 
@@ -91,6 +95,30 @@ def decode_ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
+def rounds_summary(rows: list[dict]) -> list[dict]:
+    """Per (arch, seq_len, compiled), over the rounds of one throughput run: the median tokens/s
+    and its range, and against each peer present the median and range of the per-round ratio
+    (arch over peer, both timed in the same round), as "1.17 [1.05-1.25]"."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    speed = {(r["arch"], r["seq_len"], r.get("compiled"), r.get("round", 0)): r["tokens_per_s"] for r in ok}
+    groups: dict[tuple, list[int]] = {}
+    for arch, seq_len, compiled, round_ in speed:
+        groups.setdefault((arch, seq_len, compiled), []).append(round_)
+    out = []
+    for (arch, seq_len, compiled), rounds in groups.items():
+        values = [speed[arch, seq_len, compiled, r] for r in rounds]
+        row = {"arch": arch, "seq_len": seq_len, "compiled": compiled, "rounds": len(rounds),
+               "tokens_per_s": statistics.median(values), "tokens_per_s_min": min(values),
+               "tokens_per_s_max": max(values)}
+        for peer in PEERS:
+            ratios = [speed[arch, seq_len, compiled, r] / speed[peer, seq_len, compiled, r]
+                      for r in rounds if (peer, seq_len, compiled, r) in speed]
+            if ratios and peer != arch:
+                row[f"over_{peer}"] = f"{statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]"
+        out.append(row)
+    return out
+
+
 def run_report(run: Path) -> str:
     data = json.loads((run / "results.json").read_text())
     env_path = run / "env.json"
@@ -102,6 +130,9 @@ def run_report(run: Path) -> str:
     if meta.get("parity"):
         facts.append(f"parity gate {meta['parity']}")
     text = f"## {bench}: {run}\n\n" + " · ".join(facts) + "\n\n" + markdown_table(rows, COLUMNS.get(bench))
+    if bench == "throughput" and any(r.get("round", 0) > 0 for r in rows):
+        text += "\nOver the rounds (median [min-max]; ratios taken within each round):\n\n"
+        text += markdown_table(rounds_summary(rows), ROUNDS_COLUMNS)
     ratios = decode_ratios(rows) if bench == "decode" else []
     if ratios:
         text += "\nTime per token of all-attention and all-MLA over the hybrid's, and its cache vs all-MLA's:\n\n"

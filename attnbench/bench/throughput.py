@@ -12,6 +12,12 @@ the measured matmul ceiling is printed beside it. Peers in the same run: ``gpt``
 GPT, bench/gpt.py) and ``fla_kda`` (fla's KDAForCausalLM; skipped with the reason when fla or
 CUDA is missing). Reference size: ``+bench=train_ref`` (D=1024, 12 layers, 8 heads of 128,
 vocab 32000) with --seq-lens 2048 --tokens-per-step 16384 (batch 8).
+
+``--rounds R`` times every architecture R times, round by round, each round starting one
+architecture later (round r runs archs[r:] + archs[:r]): two runs of the same code on one card
+minutes apart differed by up to 25% for fla's model (H200, 2026-12-02), so a ratio between two
+models is taken per round, where both saw the same state of the machine, and reported as the
+median and range over rounds (``report``'s rounds table). Rows carry their ``round``.
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ from .common import (ParityGate, add_archs, base_model_config, failed, free_memo
                      parse_archs, parser, pick_device, print_table, Recorder, refused_note)
 from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
+from .report import ROUNDS_COLUMNS, rounds_summary
 from .timing import median_ms
 
-COLUMNS = ["arch", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
+COLUMNS = ["arch", "round", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
            "frac_of_ceiling", "peak_mem_gib", "parity", "impls", "note"]
 
 
@@ -72,27 +79,27 @@ def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, h
             "frac_of_ceiling": tflops / ceiling if ceiling else None, "peak_mem_gib": peak_mem}
 
 
-def run_arch(arch: str, base, args, device, gate, hardware) -> tuple[list[dict], str, str]:
+def run_arch(arch: str, base, args, device, gate, hardware, round_: int = 0) -> tuple[list[dict], str, str]:
     rows, impls = [], ""
     if arch == "fla_kda":
         usable, why_not = fla_available(device)
         if not usable:
             print(f"fla_kda skipped: {why_not}")
-            return [dict(bench="throughput", arch=arch, seq_len=t, status="skipped", note=why_not)
+            return [dict(bench="throughput", arch=arch, round=round_, seq_len=t, status="skipped", note=why_not)
                     for t in args.seq_lens], arch, ""
     try:
         trainee = build_trainee(arch, base, device, max(args.seq_lens))
     except Exception as exc:  # noqa: BLE001  a model that cannot be built is a row, not the end
-        row = failed(dict(bench="throughput", arch=arch), exc)
+        row = failed(dict(bench="throughput", arch=arch, round=round_), exc)
         free_memory(device)
         return [{**row, "seq_len": t} for t in args.seq_lens], arch, ""
     for seq_len in args.seq_lens:
         batch = max(1, args.tokens_per_step // seq_len)
-        row = dict(bench="throughput", arch=arch, seq_len=seq_len, batch=batch, params=trainee.params,
-                   compiled=args.compile)
+        row = dict(bench="throughput", arch=arch, round=round_, seq_len=seq_len, batch=batch,
+                   params=trainee.params, compiled=args.compile)
         guarded(row, lambda: measure(trainee, seq_len, batch, args, device, gate, hardware), device)
         impls = row.get("impls") or impls
-        print(f"{arch} T={seq_len} B={batch}: {row['status']} {row.get('tokens_per_s') or ''} "
+        print(f"{arch} round {round_} T={seq_len} B={batch}: {row['status']} {row.get('tokens_per_s') or ''} "
               f"| impls {row.get('impls') or row.get('note')}")
         rows.append(row)
     del trainee
@@ -107,21 +114,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--tokens-per-step", type=int, default=16384)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    ap.add_argument("--rounds", type=int, default=1, help="time every arch this many times, interleaved")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet peak")
     ap.add_argument("--ceiling-n", type=int, default=None, help="matmul size for the measured ceiling")
     args = ap.parse_intermixed_args(argv)
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be a positive int; got {args.rounds}")
     device, base = pick_device(args.device), base_model_config(args.overrides)
     gate = ParityGate(args.parity, args.strict_parity)
     hardware = peaks(device, args.peak_tflops, args.ceiling_n)
     record = Recorder("throughput", args.out, {**vars(args), **hardware, "device": str(device),
                                                "dtype": "bf16 autocast" if device.type == "cuda" else "fp32"})
-    for arch in parse_archs(args.archs, extra=PEERS):
-        record.add(*run_arch(arch, base, args, device, gate, hardware))
+    archs = parse_archs(args.archs, extra=PEERS)
+    for round_ in range(args.rounds):
+        for arch in archs[round_ % len(archs):] + archs[:round_ % len(archs)]:
+            record.add(*run_arch(arch, base, args, device, gate, hardware, round_))
     rows, path = record.rows, record.path
     print_table(rows, COLUMNS)
+    if args.rounds > 1:
+        print_table(rounds_summary(rows), ROUNDS_COLUMNS)
     if not args.no_figures:
-        figures.line_figure(rows, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
+        figures.line_figure(rounds_summary(rows) if args.rounds > 1 else rows, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
                             title=f"Training throughput, {args.tokens_per_step} tokens/step",
                             xlabel="sequence length", ylabel="tokens / s")
     print(f"wrote {path}")

@@ -275,3 +275,24 @@ def test_decode_fused_step_equals_the_eager_step_and_gets_rows(tmp_path):
     rows = decode.main([*TINY, "--archs", "attn", "--contexts", "8", "--batches", "1", "--reps", "2",
                         "--fuse", "eager", "step", "--no-figures", "--out", str(tmp_path)])
     assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")]
+
+
+def test_throughput_rounds_interleave_and_summarise(tmp_path):
+    """--rounds 3 times each arch three times, each round starting one arch later, and the
+    report gives the median, the range and each model's per-round ratio over the peers."""
+    rows = throughput.main([*TINY, "--archs", "attn,gpt,kda", "--seq-lens", "8", "--tokens-per-step", "16",
+                            "--warmup", "1", "--steps", "2", "--ceiling-n", "64", "--rounds", "3",
+                            "--no-figures", "--out", str(tmp_path)])
+    assert [(r["round"], r["arch"]) for r in rows] == [
+        (0, "attn"), (0, "gpt"), (0, "kda"), (1, "gpt"), (1, "kda"), (1, "attn"), (2, "kda"), (2, "attn"), (2, "gpt")]
+    summary = {r["arch"]: r for r in report.rounds_summary(rows)}
+    attn = [r["tokens_per_s"] for r in rows if r["arch"] == "attn"]
+    assert summary["attn"]["rounds"] == 3 and summary["attn"]["tokens_per_s"] == sorted(attn)[1]
+    assert summary["attn"]["tokens_per_s_min"] == min(attn) and summary["attn"]["tokens_per_s_max"] == max(attn)
+    ratios = sorted(a["tokens_per_s"] / g["tokens_per_s"] for a in rows for g in rows
+                    if a["arch"] == "kda" and g["arch"] == "gpt" and a["round"] == g["round"])
+    assert summary["kda"]["over_gpt"] == f"{ratios[1]:.3f} [{ratios[0]:.3f}-{ratios[2]:.3f}]"
+    assert "over_gpt" not in summary["gpt"] and "over_fla_kda" not in summary["kda"]  # no self, no absent peer
+    assert "Over the rounds" in report.run_report(tmp_path)
+    with pytest.raises(ValueError, match="--rounds"):
+        throughput.main([*TINY, "--archs", "attn", "--rounds", "0", "--out", str(tmp_path / "bad")])
