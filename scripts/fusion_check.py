@@ -62,7 +62,8 @@ def main() -> None:
     rows = ["| chain | eager ms | dynamic ms | static ms | static GB/s |", "| --- | --- | --- | --- | --- |"]
     for name, fused, inputs, leaves in cases(device):
         times = {}
-        for mode, fn, dynamic in (("eager", fused.__wrapped__, False), ("dynamic", fused, True), ("static", fused, False)):
+        modes = (("eager", fused.__wrapped__, False), ("dynamic", fused, True), ("static", fused, False))
+        for mode, fn, dynamic in modes:
             torch._dynamo.reset()  # the two compiled modes share the function's code cache
             layers.FUSE_DYNAMIC = dynamic
             times[mode] = median_ms(fwd_bwd(lambda: fn(*inputs), leaves), warmup=3, reps=10, device=device)

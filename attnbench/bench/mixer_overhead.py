@@ -14,7 +14,9 @@ For each mixer, forward + backward (median, synchronised; bench/timing.py) of
     [B·T, in_features] input.
 overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (short
 convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` adds the mixer
-step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes.
+step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes; and
+``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
+waited on the host (launches or a sync), not on a kernel.
 Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are
 timed.
 """
@@ -144,8 +146,8 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     row = {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
            "overhead": overhead, "within_target": overhead <= args.target}
     if args.profile:
-        row["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.3f} ms x{k['calls']} ({k['share']:.0%})"
-                                       for k in top_kernels(mixer_step, device, args.profile))
+        top, row["kernel_ms"] = top_kernels(mixer_step, device, args.profile)
+        row["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.3f} ms x{k['calls']} ({k['share']:.0%})" for k in top)
     return row
 
 
@@ -176,7 +178,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print_table(record.rows, COLUMNS)
     for row in record.rows:
         if row.get("top_kernels"):
-            print(f"{row['mixer']} step, costliest kernels: " + "\n  ".join(["", *row["top_kernels"].split("; ")]))
+            kernels = "\n  ".join(["", *row["top_kernels"].split("; ")])
+            print(f"{row['mixer']} step (kernels ran {row['kernel_ms']:.3f} ms of {row['mixer_ms']:.3f} ms), "
+                  f"costliest kernels: {kernels}")
     print(f"wrote {record.path}")
     return record.rows
 

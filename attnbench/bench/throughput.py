@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.rounds > 1:
         print_table(rounds_summary(rows), ROUNDS_COLUMNS)
     if not args.no_figures:
-        figures.line_figure(rounds_summary(rows) if args.rounds > 1 else rows, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
+        plotted = rounds_summary(rows) if args.rounds > 1 else rows  # medians over rounds
+        figures.line_figure(plotted, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
                             title=f"Training throughput, {args.tokens_per_step} tokens/step",
                             xlabel="sequence length", ylabel="tokens / s")
     print(f"wrote {path}")

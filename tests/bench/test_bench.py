@@ -192,6 +192,7 @@ def test_mixer_overhead_end_to_end(tmp_path):
         assert r["impl"].startswith("torch") and math.isfinite(r["overhead"]) and r["n_linear"] >= 2
         assert r["mixer_ms"] > 0 and r["op_ms"] > 0 and r["proj_ms"] > 0
         assert len(r["top_kernels"].split("; ")) == 4 and "aten::" in r["top_kernels"]  # 4 costliest ops
+        assert 0 < r["kernel_ms"]  # every op's self time in the profiled step
 
 
 # ---- parity gate, report, arguments ------------------------------------------------------------
