@@ -49,6 +49,9 @@ STATUSES = ("ok", "oom", "skipped", "refused", "error")
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)
 MIXER_OPS = {"attn": ("attention",), "mla": ("mla",), "gdn": ("gdn", "gated_delta_rule"), "mamba2": ("ssd",),
              "kda": ("kda",)}
+# kernels that run around a mixer's main op, each with its own parity op: impl_ran ends in
+# "+<path>" when one ran ("fla.chunk_kda+fla.causal_conv1d": ops/short_conv's kernel did)
+COMPONENT_OPS = {"fla.causal_conv1d": "short_conv"}
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -145,7 +148,9 @@ class ParityGate:
     A layer's path is "<op>/<impl_ran>" with op from MIXER_OPS. A status entry covers it when its
     path equals impl_ran, prefixes it ("ssd/mamba_ssm" covers "ssd/mamba_ssm.chunk_scan"), or is
     "(all)" (the driver's row when an op's parity crashed). torch.* impls are the references
-    themselves and need no check.
+    themselves and need no check. A component suffix (COMPONENT_OPS) is checked under its own
+    op: "fla.chunk_kda+fla.causal_conv1d" needs both "kda/fla.chunk_kda" and
+    "short_conv/fla.causal_conv1d"; either one failed refuses the layer.
     """
 
     def __init__(self, path: str | None = None, strict: bool = False):
@@ -173,17 +178,28 @@ class ParityGate:
         for name, impl in impls:
             if impl is None or impl.startswith("torch") or impl == "none":
                 continue
-            ops = MIXER_OPS.get(name, (name,))
-            found = self.covering(ops, impl)
-            checked = checked or bool(found)
-            failed.update(key for key, ok in found if not ok)
-            if not found:
-                unchecked.add(f"{ops[0]}/{impl}")
+            for ops, path in split_impl(MIXER_OPS.get(name, (name,)), impl):
+                found = self.covering(ops, path)
+                checked = checked or bool(found)
+                failed.update(key for key, ok in found if not ok)
+                if not found:
+                    unchecked.add(f"{ops[0]}/{path}")
         if failed:
             return False, "failed: " + ",".join(sorted(failed))
         if unchecked:
             return not self.strict, "unchecked: " + ",".join(sorted(unchecked))
         return True, "passed" if checked else "reference"
+
+
+def split_impl(ops: tuple[str, ...], impl: str) -> list[tuple[tuple[str, ...], str]]:
+    """[(ops, path)] to check for one layer: its main op's path, then each component that ran.
+    'fla.chunk_kda+fla.causal_conv1d' -> [(ops, 'fla.chunk_kda'), (('short_conv',), 'fla.causal_conv1d')]."""
+    parts = []
+    for path, op in COMPONENT_OPS.items():
+        if impl.endswith(f"+{path}"):
+            impl = impl[:-len(path) - 1]
+            parts.append(((op,), path))
+    return [(ops, impl), *parts]
 
 
 def refused_note(verdict: str) -> str:

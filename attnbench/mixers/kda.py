@@ -16,6 +16,8 @@ channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=F
 fuse_inputs=True hands the kernel path's ops the raw q, k, gate and beta projections, which fla's
 chunk_kda and fused_recurrent_kda normalise, gate and sigmoid in-kernel (as fla's own layer).
 HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
+On the kernel path the short convs of a whole sequence run fla's conv kernel (ops/short_conv),
+and impl_ran says so: "fla.chunk_kda+fla.causal_conv1d".
 
 Decoding state, a flat dict: conv_q, conv_k [B, H·K, conv_size-1] and conv_v [B, HV·V,
 conv_size-1] in the model dtype (absent without short convs); S [B, HV, K, V] in at least
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.kda import kernel as kda_kernel
+from ..ops.short_conv import kernel as conv_kernel
 from ..ops.kda import reference as kda_reference
 from .base import Mixer, State, check_impl, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, ShortConv, l2norm
@@ -140,11 +143,15 @@ class DeltaRuleMixer(Mixer):
             self.impl_ran = "none"
             return x.new_zeros(batch, 0, self.d_model), state
         new_state = {}
-        q, k, v = (self._project(name, x, state, new_state) for name in ("q", "k", "v"))
+        # one choice for the call: the short convs take fla's kernel only on the kernel path
+        use_kernel = choose_impl(self.impl, self.kernel_ready(x), type(self).__name__) == "kernel"
+        q, k, v = (self._project(name, x, state, new_state, use_kernel) for name in ("q", "k", "v"))
         q = q.unflatten(-1, (self.H, self.K))  # [B, T, H, K]
         k = k.unflatten(-1, (self.H, self.K))
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
-        o, S = self._mix(x, q, k, v, None if state is None else state["S"])
+        o, S = self._mix(x, q, k, v, None if state is None else state["S"], use_kernel)
+        if self.use_short_conv and self.q_conv.ran_kernel:  # the gate checks short_conv's parity too
+            self.impl_ran += conv_kernel.SUFFIX
 
         gate = self.output_gate_input(x)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
@@ -153,12 +160,14 @@ class DeltaRuleMixer(Mixer):
             return y, None
         return y, {**new_state, "S": S.to(state["S"].dtype)}
 
-    def _project(self, name: str, x: torch.Tensor, state: State | None, new_state: dict) -> torch.Tensor:
+    def _project(self, name: str, x: torch.Tensor, state: State | None, new_state: dict,
+                 use_kernel: bool) -> torch.Tensor:
         """W x, then the causal short conv (continuing from the state's window) and SiLU."""
         h = getattr(self, f"{name}_proj")(x)
         if not self.use_short_conv:
             return F.silu(h)
-        h, window = getattr(self, f"{name}_conv")(h, None if state is None else state[f"conv_{name}"])
+        conv_state = None if state is None else state[f"conv_{name}"]
+        h, window = getattr(self, f"{name}_conv")(h, conv_state, use_kernel=use_kernel)
         if state is not None:
             new_state[f"conv_{name}"] = window
         return h
@@ -168,11 +177,10 @@ class DeltaRuleMixer(Mixer):
         """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
         return l2norm(x)
 
-    def _mix(self, x, q, k, v, S0):
+    def _mix(self, x, q, k, v, S0, use_kernel: bool):
         """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op.
         An op that takes raw inputs (``raw_inputs`` in its extras) normalises q, k, makes the
         gate and sigmoids beta itself; every other op gets them made here."""
-        use_kernel = choose_impl(self.impl, self.kernel_ready(q), type(self).__name__) == "kernel"
         step = S0 is not None and q.shape[1] == 1
         fn, self.impl_ran, extra = self.pick_op(step, use_kernel, q.device)
         if extra.pop("raw_inputs", False):

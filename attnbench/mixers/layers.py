@@ -8,10 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.short_conv import kernel as conv_kernel
+
 
 FUSE_STEPS = False  # also compile single-token steps (bench.decode --fuse mixers measures it)
 FUSE_DYNAMIC = False  # compile with symbolic shapes (scripts/fusion_check.py times both)
 SHAPES_PER_FUNCTION = 64  # static compiles kept per fused function before Dynamo gives up on it
+CONV_KERNEL = True  # False: ShortConv always runs the chain below (to time one against the other)
 
 
 def fused_on_cuda(fn):
@@ -80,10 +83,31 @@ def causal_conv(x: torch.Tensor, window: torch.Tensor | None, weight: torch.Tens
     return (F.silu(y) if silu else y).to(x.dtype)
 
 
+def conv_kernel_ready(x: torch.Tensor, conv_state: torch.Tensor | None) -> tuple[bool, str]:
+    """Can fla's conv kernel (ops/short_conv) run this call? (usable, why not).
+
+    Only for a whole sequence from scratch (training, a stateless forward): decode steps and
+    prefills carry a conv state and stay on the chain (fla keeps its state as [N, C, W], ours is
+    [B, C, W-1]; that path is not wired)."""
+    if not CONV_KERNEL:
+        return False, "layers.CONV_KERNEL is off"
+    if conv_state is not None:
+        return False, "a conv state is given (decode or prefill): the kernel path is for whole sequences"
+    usable, why_not = conv_kernel.available()
+    if usable and x.dtype not in conv_kernel.DTYPES:
+        return False, f"{x.dtype} input: fla's kernel sums in float32"
+    if usable and not x.is_cuda:
+        return False, f"the input is on {x.device.type}, not CUDA"
+    return usable, why_not
+
+
 class ShortConv(nn.Module):
     """Depthwise causal conv over time, x: [B, T, C] -> [B, T, C], optionally followed by SiLU.
 
     Decoding keeps the last ``kernel_size - 1`` inputs as state: [B, C, kernel_size - 1].
+    ``use_kernel=True`` (the mixer is on its kernel path) runs fla's Triton kernel where
+    ``conv_kernel_ready`` allows, else the chain; ``impl_ran`` records which ("fla.causal_conv1d"
+    or "torch") and ``why_chain`` why not the kernel.
     """
 
     def __init__(self, channels: int, kernel_size: int = 4, bias: bool = False, activation: str | None = "silu"):
@@ -94,15 +118,26 @@ class ShortConv(nn.Module):
             raise ValueError(f"conv activation must be one of None, 'silu'; got {activation!r}")
         self.channels, self.kernel_size, self.activation = channels, kernel_size, activation
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+        self.impl_ran: str | None = None
+        self.why_chain = ""
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> torch.Tensor:
         return torch.zeros(batch, self.channels, self.kernel_size - 1, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None):
+    @property
+    def ran_kernel(self) -> bool:
+        return self.impl_ran == conv_kernel.PATH
+
+    def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None, use_kernel: bool = False):
         """x [B, T, C] -> (y [B, T, C], the next window [B, C, W-1] when a state was given)."""
-        window = None if conv_state is None else conv_state.transpose(1, 2)  # [B, W-1, C]
         weight = self.conv.weight[:, 0, :]  # [C, W]
-        y = causal_conv(x, window, weight, self.conv.bias, self.activation == "silu")
+        silu = self.activation == "silu"
+        ready, self.why_chain = conv_kernel_ready(x, conv_state) if use_kernel else (False, "the mixer's torch path")
+        self.impl_ran = conv_kernel.PATH if ready else "torch"
+        if ready:
+            return conv_kernel.causal_conv_kernel(x, weight, self.conv.bias, silu), None
+        window = None if conv_state is None else conv_state.transpose(1, 2)  # [B, W-1, C]
+        y = causal_conv(x, window, weight, self.conv.bias, silu)
         if conv_state is None:
             return y, None
         if self.kernel_size == 1:

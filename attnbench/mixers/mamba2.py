@@ -15,6 +15,8 @@ Decoding state: {"conv": [B, d_inner + 2 G N, d_conv - 1] in the model dtype,
 state_dtype=None keeps it in the model dtype)}.
 The kernel decode step updates state["ssm"] in place, as mamba_ssm does: always continue from
 the state that forward returns, and clone one you want to keep.
+On the kernel path the conv of a whole sequence runs fla's conv kernel (ops/short_conv), and
+impl_ran says so: "mamba_ssm.chunk_scan+fla.causal_conv1d".
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.short_conv import kernel as conv_kernel
 from ..ops.ssd import kernel, reference
 from .base import Mixer, State, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, ShortConv
@@ -114,8 +117,10 @@ class Mamba2(Mixer):
         if T == 0:  # nothing to mix; the state is unchanged
             self.impl_ran = "none"
             return x.new_zeros(batch, 0, self.d_model), state
+        # one choice for the call: the conv takes fla's kernel only on the kernel path
+        use_kernel = choose_impl(self.impl, kernel_ready(x), "Mamba2") == "kernel"
         z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
-        xBC, conv_state = self.conv(xBC, None if state is None else state["conv"])  # [B, T, conv_dim]
+        xBC, conv_state = self.conv(xBC, None if state is None else state["conv"], use_kernel)  # [B, T, conv_dim]
         xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         xs = xs.unflatten(-1, (self.nheads, self.headdim))  # [B, T, H, P]
         B = B.unflatten(-1, (self.ngroups, self.d_state))  # [B, T, G, N]
@@ -124,16 +129,17 @@ class Mamba2(Mixer):
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
         A = -torch.exp(self.A_log.to(f32))  # [H]
 
-        y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"])
+        y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)
+        if self.conv.ran_kernel:  # the gate checks short_conv's parity too
+            self.impl_ran += conv_kernel.SUFFIX
         y = y + self.D.to(y.dtype)[:, None] * xs  # D skip, per head
         out = self.out_proj(self.norm(y.flatten(-2), z))  # [B, T, D]
         if state is None:
             return out, None
         return out, {"conv": conv_state, "ssm": h.to(state["ssm"].dtype)}
 
-    def _ssd(self, x, dt, A, B, C, h0):
+    def _ssd(self, x, dt, A, B, C, h0, use_kernel: bool):
         """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step."""
-        use_kernel = choose_impl(self.impl, kernel_ready(x), "Mamba2") == "kernel"
         want_state = h0 is not None
         if x.shape[1] == 1 and want_state:
             if use_kernel:

@@ -1,8 +1,10 @@
 """GPU parity of whole mixers: the kernel path in bf16 against the torch path in float32.
 
 The op-level cases (ops/<op>/parity.py) check each kernel; this checks what wraps them on the
-GPU too: compiled short convs, norms and gates, layouts, the choice of kernel. Same weights,
-same input; rows for the output, the input gradient and the worst parameter gradient.
+GPU too: short convs (fla's kernel on the kernel path, ops/short_conv), compiled norms and gates,
+layouts, the choice of kernel. Same weights, same input; rows for the output, the input gradient
+and every parameter's gradient. A row's path is "mixer.<impl_ran>", so the conv kernel shows in
+it ("mixer.fla.chunk_kda+fla.causal_conv1d"); the benchmarks' gate reads the op-level rows.
 
 A whole block in bf16 (weights, activations, every projection) is further from float32 than
 one op is: gradients of per-head scalars such as A_log and dt_bias sum thousands of bf16
