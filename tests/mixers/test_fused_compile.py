@@ -13,14 +13,14 @@ def test_chains_compile_static_with_room_for_many_shapes(monkeypatch):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
 
     def chain(x):
         return x * 2
 
-    assert layers._compile(chain, layers.FUSE_DYNAMIC) is chain
+    with torch._dynamo.config.patch(recompile_limit=8):  # restored after (monkeypatch would delete it)
+        assert layers._compile(chain, layers.FUSE_DYNAMIC) is chain
+        assert torch._dynamo.config.recompile_limit == layers.SHAPES_PER_FUNCTION
     assert seen == {"fn": chain, "dynamic": False}  # static by default: symbolic sizes index slowly
-    assert torch._dynamo.config.recompile_limit == layers.SHAPES_PER_FUNCTION
 
 
 def test_chains_run_eagerly_on_cpu(monkeypatch):
