@@ -147,6 +147,25 @@ def ssd():
         kernel.ssd_recurrent, ssd_inputs(2, 8, 8, BF16, F32)), False
 
 
+def short_conv():
+    """fla's conv at the channel counts that run it: KDA/GDN q, k, v (H·K) and Mamba2's x, B, C
+    (2·D + 2·128) at D=1024 (throughput) and D=2048 (mixer_overhead), and parity's."""
+    from attnbench.ops.short_conv import kernel
+
+    yield "import fla.modules.causal_conv1d", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
+    for B, T, C in ((8, 2048, 1024), (8, 2048, 2304), (8, 2048, 2048), (8, 2048, 4352), (2, 1000, 1024),
+                    (2, 1000, 1280)):
+        yield f"causal_conv1d fwd+bwd B={B} T={T} C={C}", lambda B=B, T=T, C=C: _conv_fwd_bwd(B, T, C), False
+
+
+def _conv_fwd_bwd(B, T, C) -> None:
+    from attnbench.ops.short_conv import kernel
+
+    x = randn(B, T, C).requires_grad_()
+    w, b = randn(C, 4, dtype=F32).requires_grad_(), randn(C, dtype=F32).requires_grad_()
+    kernel.causal_conv_kernel(x, w, b, silu=True).float().sum().backward()  # bf16 x, float32 weights: autocast's
+
+
 def fla_model():
     from attnbench.bench.common import base_model_config
     from attnbench.bench.peers import fla_available, fla_kda_trainee
@@ -170,4 +189,4 @@ def _raise(why: str):
     raise RuntimeError(why)
 
 
-ITEMS = {"recurrent": recurrent, "gdn": gdn, "ssd": ssd, "fla_model": fla_model}  # a worker each (chunk_kda: a shape)
+ITEMS = {"recurrent": recurrent, "gdn": gdn, "ssd": ssd, "short_conv": short_conv, "fla_model": fla_model}  # a worker each (chunk_kda: a shape)

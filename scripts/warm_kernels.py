@@ -12,7 +12,7 @@ Workers, one per family of compiled kernels, its items run in order (scripts/war
                      process the second reuses the first's binaries and choices; H is a constexpr
                      (and in the autotune key) of every chunk_kda kernel, so each shape is a full
                      compile of its own, and the shapes run side by side
-  recurrent, gdn, ssd, fla_model  one each
+  recurrent, gdn, ssd, short_conv, fla_model  one each
 Why so (2026-12-02, H200, --time-limit 180): one worker per (group, shape), 10 in all, had the
 kda and kda_raw workers of a shape compile the same core kernels at the same time, and with fla's
 import (~22 s a worker) none of the six finished its first forward+backward: all were killed,
@@ -40,6 +40,8 @@ Groups (bf16, heads of 128, inputs made as the benchmarks make them):
   gdn        GDN through chunk_kda (gate broadcast over K); fla's chunk_gated_delta_rule, which
              refuses its backward on Hopper with Triton < 3.7.1 (printed, expected there)
   ssd        mamba_ssm's chunk scan fwd+bwd (ops.ssd.kernel.ssd_chunked) and its decode step
+  short_conv fla's causal_conv1d fwd+bwd (ops.short_conv) at every channel count the benchmarks
+             and parity convolve (its autotune key is the channel count and the width)
   fla_model  one training step of fla's KDAForCausalLM at train_ref width, 2 layers (short conv,
              gated RMSNorm and loss kernels; fla's layer stores its state V-first: other binaries)
 Shapes, for kda and kda_raw (a chunk_kda worker each, in this order whatever order is given):
@@ -66,7 +68,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-GROUPS = ("kda", "kda_raw", "recurrent", "gdn", "ssd", "fla_model")
+GROUPS = ("kda", "kda_raw", "recurrent", "gdn", "ssd", "short_conv", "fla_model")
 CHUNK_KDA = ("kda", "kda_raw")  # one worker a shape runs both: the same core kernels
 SHAPES = {"train": (8, 2048, 8), "wide": (8, 2048, 16), "parity": (2, 1000, 8)}  # (B, T, H), most important first
 GRACE_S = 30

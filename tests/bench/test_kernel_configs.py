@@ -132,7 +132,7 @@ def test_workers_are_kernel_families(warm):
     """kda and kda_raw share chunk_kda's core kernels at a shape (H is a constexpr: another shape is
     another compile): one worker a shape runs both, the benchmarks' shapes first."""
     assert warm.units(list(warm.GROUPS), ["parity", "wide", "train"]) == [
-        "chunk_kda@train", "chunk_kda@wide", "chunk_kda@parity", "recurrent", "gdn", "ssd", "fla_model"]
+        "chunk_kda@train", "chunk_kda@wide", "chunk_kda@parity", "recurrent", "gdn", "ssd", "short_conv", "fla_model"]
     assert warm.units(["ssd", "kda_raw"], ["parity"]) == ["chunk_kda@parity", "ssd"]
     assert warm.units(["fla_model", "recurrent"], list(warm.SHAPES)) == ["recurrent", "fla_model"]
     labels = [label for label, _, _ in warm.items_of("chunk_kda@wide", ["kda", "kda_raw"])]  # built, not run
