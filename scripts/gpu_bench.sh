@@ -22,6 +22,7 @@
 #                      times each N times interleaved, ratios to the peers taken per round
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1 (and with fuse_inputs),
 #                      eager and whole-step compiled (DECODE_FUSE); L = 4k..1M at batch 1,
+#                      each point's kernel count and costliest kernels (DECODE_PROFILE, default 12);
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults), then KDA with
 #                      KDA and GDN with fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
@@ -87,7 +88,7 @@ stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "$
   --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1,kda_fused_mla_3to1}" --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
-  --time-cap-s 5 "${DECODE[@]}"
+  --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"
 stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \

@@ -31,6 +31,10 @@ same cache, by relative RMS (``step_check``). A point above the tolerance is ref
 timed, so a row is checked even where no parity file gates it. On a CPU both sides run the
 reference: the check then only proves the plumbing.
 
+Profile (--profile N): after timing, one step (compiled where --fuse says, not graph-captured)
+is profiled: the N costliest kernels, how many kernels ran, and the time they ran (kernel_ms).
+At batch 1 a step is mostly small kernels: their count and sum say where the fixed cost goes.
+
 Sweep: an out-of-memory point is an "oom" row (predicted from free memory on CUDA, or caught)
 and every longer context of that architecture and batch is "oom" without trying; on any device
 --max-bytes makes points whose weights + cache exceed it "skipped" (so does batch·L over
@@ -49,13 +53,13 @@ from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_co
                      impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table, refused_note,
                      reps_for, synchronize, timed_once_ms)
 from .prefill import DTYPES
-from .timing import median_ms
+from .timing import median_ms, top_kernels
 
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
 FUSES = ("eager", "mixers", "step")
 COLUMNS = ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
-           "step_check", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
-           "parity", "impls", "note"]
+           "kernels", "kernel_ms", "step_check", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps",
+           "frac_of_copy_bw", "parity", "impls", "note"]
 
 
 def fill_state(states: list[dict], length: int) -> list[dict]:
@@ -166,6 +170,10 @@ def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps
             synchronize(device)
             graph_note = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
     ms = graph_ms if graph_ms is not None else eager_ms
+    if args.profile:
+        top, fields["kernel_ms"], fields["kernels"] = top_kernels(step, device, args.profile)
+        fields["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.4f} ms x{k['calls']}" for k in top)
+        print(f"{fields['kernels']} kernels ran {fields['kernel_ms']:.3f} ms; costliest: {fields['top_kernels']}")
     gbps = cache_bytes / (ms * 1e-3) / 1e9
     return {**fields, "eager_ms": eager_ms, "graph_ms": graph_ms, "cuda_graph": graph_note, "ms_per_token": ms,
             "tokens_per_s": batch / (ms * 1e-3), "cache_read_gbps": gbps,
@@ -243,6 +251,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--budget-ms", type=float, default=1500.0, help="about this much timing per point")
     ap.add_argument("--time-cap-s", type=float, default=5.0)
     ap.add_argument("--cuda-graphs", choices=("on", "off"), default="on")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="record each point's N costliest kernels")
     ap.add_argument("--fuse", choices=FUSES, nargs="+", default=["eager"],
                     help="elementwise fusion of the step, one set of rows per choice (see the module doc)")
     ap.add_argument("--check-tol", type=float, default=0.05,

@@ -146,7 +146,7 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     row = {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
            "overhead": overhead, "within_target": overhead <= args.target}
     if args.profile:
-        top, row["kernel_ms"] = top_kernels(mixer_step, device, args.profile)
+        top, row["kernel_ms"], row["kernels"] = top_kernels(mixer_step, device, args.profile)
         row["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.3f} ms x{k['calls']} ({k['share']:.0%})" for k in top)
     return row
 

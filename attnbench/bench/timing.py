@@ -51,11 +51,13 @@ def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], grads_of: list[torch.Tensor]
     return step
 
 
-def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu", n: int = 12) -> tuple[list[dict], float]:
+def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu",
+                n: int = 12) -> tuple[list[dict], float, int]:
     """Where one call of ``fn`` spends its time: the ``n`` costliest operations by self time
     (CUDA kernels on a GPU, aten ops on CPU), as [{name, ms, calls, share}], share of the total,
-    and that total in ms. On a GPU the total is the time kernels ran: well under the call's wall
-    time, the device sat idle between them (launch-bound, or a host sync).
+    that total in ms, and how many kernels (ops) ran. On a GPU the total is the time kernels
+    ran: well under the call's wall time, the device sat idle between them (launch-bound, or a
+    host sync).
 
     For the overhead tables: a mixer's time minus its op and projections says how much is
     spent elsewhere, this says on what. Profiled once after the timed repeats (warm).
@@ -76,4 +78,4 @@ def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu", n:
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     top = [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count, "share": getattr(e, attr) / total}
            for e in events[:n]]
-    return top, total / 1e3
+    return top, total / 1e3, sum(e.count for e in events)

@@ -192,7 +192,7 @@ def test_mixer_overhead_end_to_end(tmp_path):
         assert r["impl"].startswith("torch") and math.isfinite(r["overhead"]) and r["n_linear"] >= 2
         assert r["mixer_ms"] > 0 and r["op_ms"] > 0 and r["proj_ms"] > 0
         assert len(r["top_kernels"].split("; ")) == 4 and "aten::" in r["top_kernels"]  # 4 costliest ops
-        assert 0 < r["kernel_ms"]  # every op's self time in the profiled step
+        assert 0 < r["kernel_ms"] and r["kernels"] >= 4  # every op's self time and count in the profiled step
 
 
 # ---- parity gate, report, arguments ------------------------------------------------------------
@@ -274,8 +274,9 @@ def test_decode_fused_step_equals_the_eager_step_and_gets_rows(tmp_path):
     torch.testing.assert_close(got_logits, want_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_state[0]["S"], want_state[0]["S"], rtol=1e-5, atol=1e-5)
     rows = decode.main([*TINY, "--archs", "attn", "--contexts", "8", "--batches", "1", "--reps", "2",
-                        "--fuse", "eager", "step", "--no-figures", "--out", str(tmp_path)])
+                        "--fuse", "eager", "step", "--profile", "3", "--no-figures", "--out", str(tmp_path)])
     assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")]
+    assert all(r["kernels"] > 0 and r["kernel_ms"] > 0 and len(r["top_kernels"].split("; ")) == 3 for r in rows)
 
 
 def test_throughput_rounds_interleave_and_summarise(tmp_path):
