@@ -49,9 +49,9 @@ from attnbench.mixers import state_nbytes
 from attnbench.ops.compare import rel_rms
 
 from . import figures
-from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded,
-                     impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table, refused_note,
-                     reps_for, synchronize, timed_once_ms)
+from .common import (ARCHS, ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory,
+                     guarded, impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table,
+                     refused_note, reps_for, synchronize, timed_once_ms)
 from .prefill import DTYPES
 from .timing import median_ms, top_kernels
 
@@ -213,6 +213,10 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
     except Exception as exc:  # noqa: BLE001  a model that cannot be built is a row, not the end
         row = failed(dict(bench="decode", arch=arch), exc)
         return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
+    if ARCHS.get(arch, {}).get("merged_steps"):  # before any compile: the merged weight is a constant
+        for module in model.modules():
+            if hasattr(module, "merge_step_projections"):
+                module.merge_step_projections()
     rows, stops, impls = [], {}, ""
     forward, layers.FUSE_STEPS = fused(fuse, model)
     reference = reference_twin(model) if args.check_tol > 0 else None

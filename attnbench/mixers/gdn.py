@@ -54,17 +54,20 @@ class GatedDeltaNet(DeltaRuleMixer):
         if output_gate != "none":
             self.g_proj = nn.Linear(d_model, self.HV * self.V, bias=False)
 
-    def log_decay(self, x):
+    def gate_linears(self):
+        return {"a": self.a_proj, **({"g": self.g_proj} if self.output_gate != "none" else {})}
+
+    def log_decay(self, p):
         """g = -exp(A_log) · softplus(W_a x + dt_bias), [B, T, HV], in at least float32."""
-        f32 = torch.promote_types(x.dtype, torch.float32)
-        return -self.A_log.to(f32).exp() * F.softplus(self.a_proj(x).to(f32) + self.dt_bias.to(f32))
+        f32 = torch.promote_types(p["a"].dtype, torch.float32)
+        return -self.A_log.to(f32).exp() * F.softplus(p["a"].to(f32) + self.dt_bias.to(f32))
 
-    def gate_input(self, x):
+    def gate_input(self, p):
         """The gate's pre-activation W_a x, [B, T, HV] (for ops that make g themselves)."""
-        return self.a_proj(x)
+        return p["a"]
 
-    def output_gate_input(self, x):
-        return self.g_proj(x) if self.output_gate != "none" else None
+    def output_gate_input(self, p):
+        return p["g"] if self.output_gate != "none" else None
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:

@@ -38,7 +38,7 @@ from ..ops.kda import kernel as kda_kernel
 from ..ops.short_conv import kernel as conv_kernel
 from ..ops.kda import reference as kda_reference
 from .base import Mixer, State, check_impl, choose_impl, dtype_bytes
-from .layers import GatedRMSNorm, ShortConv, l2norm
+from .layers import GatedRMSNorm, MergedStepProjections, ShortConv, l2norm
 
 OUTPUT_GATES = {"sigmoid": "sigmoid", "swish": "silu", "none": "none"}  # name -> GatedRMSNorm activation
 
@@ -72,7 +72,7 @@ def _head_dims(d_model, n_heads, head_dim, n_v_heads, expand_v) -> tuple[int, in
     return n_heads, n_v_heads, head_dim, int(head_dim * expand_v)
 
 
-class DeltaRuleMixer(Mixer):
+class DeltaRuleMixer(MergedStepProjections, Mixer):
     """Projections, short convs, q/k L2 norm, β, gated output norm, state and op routing."""
 
     def __init__(self, d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
@@ -98,13 +98,22 @@ class DeltaRuleMixer(Mixer):
         self.b_proj = nn.Linear(d_model, HV, bias=False)
         self.o_norm = GatedRMSNorm(V, activation=OUTPUT_GATES[output_gate], eps=norm_eps)
         self.o_proj = nn.Linear(HV * V, d_model, bias=False)
+        self.init_merged_projections()
 
     # ---- what a subclass supplies -------------------------------------------------------------
-    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
-        """g <= 0 in at least float32: [B, T, HV, K] (KDA) or [B, T, HV] (GDN)."""
+    def gate_linears(self) -> dict[str, nn.Linear]:
+        """The gates' projections that read x, by name (their outputs reach the methods below)."""
         raise NotImplementedError
 
-    def output_gate_input(self, x: torch.Tensor) -> torch.Tensor | None:
+    def log_decay(self, p: dict) -> torch.Tensor:
+        """g <= 0 in at least float32: [B, T, HV, K] (KDA) or [B, T, HV] (GDN), from project_x's p."""
+        raise NotImplementedError
+
+    def gate_input(self, p: dict) -> torch.Tensor:
+        """The decay gate's pre-activation (for ops that make g themselves)."""
+        raise NotImplementedError
+
+    def output_gate_input(self, p: dict) -> torch.Tensor | None:
         """The pre-activation of the output gate, [B, T, HV·V], or None without a gate."""
         raise NotImplementedError
 
@@ -145,25 +154,30 @@ class DeltaRuleMixer(Mixer):
         new_state = {}
         # one choice for the call: the short convs take fla's kernel only on the kernel path
         use_kernel = choose_impl(self.impl, self.kernel_ready(x), type(self).__name__) == "kernel"
-        q, k, v = (self._project(name, x, state, new_state, use_kernel) for name in ("q", "k", "v"))
+        p = self.project_x(x)
+        q, k, v = (self._conv(name, p[name], state, new_state, use_kernel) for name in ("q", "k", "v"))
         q = q.unflatten(-1, (self.H, self.K))  # [B, T, H, K]
         k = k.unflatten(-1, (self.H, self.K))
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
-        o, S = self._mix(x, q, k, v, None if state is None else state["S"], use_kernel)
+        o, S = self._mix(p, q, k, v, None if state is None else state["S"], use_kernel)
         if self.use_short_conv and self.q_conv.ran_kernel:  # the gate checks short_conv's parity too
             self.impl_ran += conv_kernel.SUFFIX
 
-        gate = self.output_gate_input(x)
+        gate = self.output_gate_input(p)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))
         y = self.o_proj(self.o_norm(o.to(v.dtype), gate).flatten(-2))  # [B, T, D]; v's dtype: autocast's
         if state is None:
             return y, None
         return y, {**new_state, "S": S.to(state["S"].dtype)}
 
-    def _project(self, name: str, x: torch.Tensor, state: State | None, new_state: dict,
-                 use_kernel: bool) -> torch.Tensor:
-        """W x, then the causal short conv (continuing from the state's window) and SiLU."""
-        h = getattr(self, f"{name}_proj")(x)
+    # ---- the projections of x ----------------------------------------------------------------
+    def x_linears(self) -> dict[str, nn.Linear]:
+        """Every nn.Linear that reads x, by name (project_x runs them; layers.MergedStepProjections)."""
+        return {"q": self.q_proj, "k": self.k_proj, "v": self.v_proj, "b": self.b_proj, **self.gate_linears()}
+
+    def _conv(self, name: str, h: torch.Tensor, state: State | None, new_state: dict,
+              use_kernel: bool) -> torch.Tensor:
+        """The causal short conv of a projection (continuing from the state's window) and SiLU."""
         if not self.use_short_conv:
             return F.silu(h)
         conv_state = None if state is None else state[f"conv_{name}"]
@@ -177,16 +191,16 @@ class DeltaRuleMixer(Mixer):
         """L2-normalise each head in at least float32 (fla normalises in float32 in-kernel)."""
         return l2norm(x)
 
-    def _mix(self, x, q, k, v, S0, use_kernel: bool):
+    def _mix(self, p, q, k, v, S0, use_kernel: bool):
         """Training (S0 None) and prefill: the chunked op. One token with a state: the recurrent op.
         An op that takes raw inputs (``raw_inputs`` in its extras) normalises q, k, makes the
         gate and sigmoids beta itself; every other op gets them made here."""
         step = S0 is not None and q.shape[1] == 1
         fn, self.impl_ran, extra = self.pick_op(step, use_kernel, q.device)
         if extra.pop("raw_inputs", False):
-            args = (q, k, v, self.gate_input(x), self.b_proj(x))
+            args = (q, k, v, self.gate_input(p), p["b"])
         else:
-            args = (self._unit(q), self._unit(k), v, self.log_decay(x), torch.sigmoid(self.b_proj(x)))
+            args = (self._unit(q), self._unit(k), v, self.log_decay(p), torch.sigmoid(p["b"]))
         return fn(*args, initial_state=S0, output_final_state=S0 is not None, **extra)
 
     # ---- accounting ---------------------------------------------------------------------------
@@ -221,16 +235,20 @@ class KDA(DeltaRuleMixer):
         if output_gate != "none":
             self.g_proj = nn.Sequential(nn.Linear(d_model, K, bias=False), nn.Linear(K, HV * self.V, bias=True))
 
-    def log_decay(self, x):
+    def gate_linears(self):
+        """The low-rank gates' first factors W_f↓, W_g↓ (the second factors read their outputs)."""
+        return {"f": self.f_proj[0], **({"g": self.g_proj[0]} if self.output_gate != "none" else {})}
+
+    def log_decay(self, p):
         """g = -exp(A_log) · softplus(W_f↑ W_f↓ x + dt_bias), [B, T, HV, K], in at least float32."""
-        return _kda_gate(self.f_proj(x), self.dt_bias, self.A_log)
+        return _kda_gate(self.f_proj[1](p["f"]), self.dt_bias, self.A_log)
 
-    def gate_input(self, x):
+    def gate_input(self, p):
         """The gate's pre-activation W_f↑ W_f↓ x, [B, T, HV, K] (for ops that make g themselves)."""
-        return self.f_proj(x).unflatten(-1, (self.HV, self.K))
+        return self.f_proj[1](p["f"]).unflatten(-1, (self.HV, self.K))
 
-    def output_gate_input(self, x):
-        return self.g_proj(x) if self.output_gate != "none" else None
+    def output_gate_input(self, p):
+        return self.g_proj[1](p["g"]) if self.output_gate != "none" else None
 
     def pick_op(self, step, use_kernel, device):
         if not use_kernel:

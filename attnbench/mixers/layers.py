@@ -182,3 +182,48 @@ class GatedRMSNorm(nn.Module):
 @fused_on_cuda
 def _gated_norm(norm: GatedRMSNorm, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return norm._forward(x, g)
+
+
+class MergedStepProjections:
+    """For decoding, the projections that read a mixer's input x as one matmul: a host mixin
+    (an nn.Module) names them in ``x_linears()`` and calls ``init_merged_projections()`` in
+    ``__init__``; ``project_x(x)`` then returns every projection by name.
+
+    Why: at batch 1 a decode step is mostly small kernels, each costing its few microseconds
+    whatever its size; a KDA layer's six projections of x (q, k, v, beta, the gates' first
+    factors) become one GEMV. Parameters stay one matrix each (Muon orthogonalises each whole).
+    """
+
+    def init_merged_projections(self) -> None:
+        self._merged = None  # (names, widths, concatenated weight) after merge_step_projections()
+        self.register_load_state_dict_post_hook(lambda module, keys: module.drop_merged())
+
+    def project_x(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every projection of x by name (q, k, v, b, the gates'): one matmul over the merged
+        weight for a single-token step without gradients once merge_step_projections ran."""
+        if self._merged is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
+            names, widths, weight = self._merged
+            return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
+        return {name: linear(x) for name, linear in self.x_linears().items()}
+
+    def merge_step_projections(self) -> None:
+        """For decoding: concatenate the weights of every projection of x (a KDA layer's step then
+        runs one GEMV instead of six). Taken now: call it once the weights are final and in their
+        dtype; train(), .to() and load_state_dict drop it."""
+        linears = self.x_linears()
+        if any(linear.bias is not None for linear in linears.values()):
+            raise ValueError("merge_step_projections: the projections of x are bias-free")
+        weight = torch.cat([linear.weight.detach() for linear in linears.values()])
+        self._merged = (list(linears), [linear.out_features for linear in linears.values()], weight)
+
+    def drop_merged(self) -> None:
+        self._merged = None
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.drop_merged()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_merged()  # a cast or a move makes new weights
+        return super()._apply(fn, *args, **kwargs)

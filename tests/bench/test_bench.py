@@ -298,3 +298,22 @@ def test_throughput_rounds_interleave_and_summarise(tmp_path):
     assert "Over the rounds" in report.run_report(tmp_path)
     with pytest.raises(ValueError, match="--rounds"):
         throughput.main([*TINY, "--archs", "attn", "--rounds", "0", "--out", str(tmp_path / "bad")])
+
+
+def test_decode_merged_steps_arch_matches_the_reference(tmp_path, monkeypatch):
+    """kda_mla_3to1_merged decodes with each KDA layer's projections of x as one matmul: its
+    points pass the step check against the impl=torch twin, eager and compiled."""
+    from attnbench.mixers.layers import MergedStepProjections
+
+    merged, real = [], MergedStepProjections.project_x
+
+    def spy(self, x):
+        merged.append(self._merged is not None)
+        return real(self, x)
+
+    monkeypatch.setattr(MergedStepProjections, "project_x", spy)
+    rows = decode.main([*TINY, "--archs", "kda_mla_3to1_merged", "--contexts", "8", "--batches", "2", "--reps", "2",
+                        "--fuse", "eager", "step", "--no-figures", "--out", str(tmp_path)])
+    assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")], rows
+    assert all(r["step_check"] < 1e-5 for r in rows)
+    assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not
