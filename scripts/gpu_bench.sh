@@ -87,7 +87,7 @@ stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "$
   --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
   --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
-  --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1,kda_mla_3to1_merged}" --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
+  --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1,mla_merged,kda_mla_3to1_merged}" --fuse ${DECODE_FUSE:-eager step} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}"

@@ -44,9 +44,11 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "mla_matmul": {"pattern": "M", "ratio": None, "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
     "kda_mla_3to1_matmul": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
                             "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
-    # decode steps with each KDA layer's projections of x as one GEMV (merge_step_projections)
+    # decode steps with each layer's projections of x as one GEMV (merge_step_projections; attention's
+    # q, k, v are one matrix already)
     "kda_mla_3to1_merged": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
                             "merged_steps": True},
+    "mla_merged": {"pattern": "M", "ratio": None, "merged_steps": True},
 }
 STATUSES = ("ok", "oom", "skipped", "refused", "error")
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)

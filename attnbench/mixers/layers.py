@@ -191,7 +191,7 @@ class MergedStepProjections:
 
     Why: at batch 1 a decode step is mostly small kernels, each costing its few microseconds
     whatever its size; a KDA layer's six projections of x (q, k, v, beta, the gates' first
-    factors) become one GEMV. Parameters stay one matrix each (Muon orthogonalises each whole).
+    factors) become one GEMV, an MLA layer's two (query, latent) one. Parameters stay one matrix each (Muon orthogonalises each whole).
     """
 
     def init_merged_projections(self) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 from ..ops.mla import kernel as mla_kernel
 from ..ops.mla.reference import mla_absorbed, mla_scale, mla_unabsorbed
 from .base import Mixer, State, choose_impl, dtype_bytes
-from .layers import GatedRMSNorm
+from .layers import GatedRMSNorm, MergedStepProjections
 from .rope import apply_rope
 
 ABSORB = ("auto", "always", "never")
@@ -43,7 +43,7 @@ _FORMS = {  # (resolved impl, absorbed) -> (op, impl_ran)
 }
 
 
-class MLA(Mixer):
+class MLA(MergedStepProjections, Mixer):
     def __init__(
         self,
         d_model: int,
@@ -89,6 +89,7 @@ class MLA(Mixer):
         self.kv_up = nn.Linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim), bias=False)
         self.o_proj = nn.Linear(n_heads * v_head_dim, d_model, bias=False)
         self.resolved_impl = choose_impl(impl, (True, ""), "MLA")  # SDPA is always there
+        self.init_merged_projections()
 
     def extra_repr(self) -> str:
         return (
@@ -121,13 +122,18 @@ class MLA(Mixer):
         return self.cache_len(state, t, max_len, "latent cache")
 
     # -- forward ----------------------------------------------------------------------------
+    def x_linears(self) -> dict[str, nn.Linear]:
+        """The projections of x: the query's (or its low-rank first factor) and the latent's."""
+        return {"q": self.q_proj if self.q_lora_rank is None else self.q_down, "kv": self.kv_down}
+
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
         b, t = self.check_input(x)
         offset = 0 if state is None else self._validated_len(state, b, t)
         h, kn, r, c, dv = self.n_heads, self.qk_nope_head_dim, self.rope_dim, self.kv_lora_rank, self.v_head_dim
-        q = self.q_proj(x) if self.q_lora_rank is None else self.q_up(self.q_norm(self.q_down(x), None))
+        p = self.project_x(x)
+        q = p["q"] if self.q_lora_rank is None else self.q_up(self.q_norm(p["q"], None))
         q_nope, q_rope = q.view(b, t, h, kn + r).split([kn, r], dim=-1)  # [B, T, H, Kn], [B, T, H, R]
-        c_kv, k_rope = self.kv_down(x).split([c, r], dim=-1)  # [B, T, C], [B, T, R]
+        c_kv, k_rope = p["kv"].split([c, r], dim=-1)  # [B, T, C], [B, T, R]
         c_kv = self.kv_norm(c_kv, None)
         if r:
             positions = torch.arange(offset, offset + t, device=x.device)

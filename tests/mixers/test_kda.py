@@ -236,38 +236,3 @@ def test_flops_per_token_formula():
     mix = 4 * (6 * 8 * 8 + 3 * 4 * 8 + 4 * 4)
     assert m.flops_per_token(1024) == proj + mix
     assert m.flops_per_token(1024) == m.flops_per_token(8192)
-
-
-@pytest.mark.parametrize("name", ["kda", "gdn"])
-def test_merged_step_projections_decode_the_same(name):
-    """merge_step_projections: one matmul over the concatenated weights of every projection of x
-    for single-token steps without gradients; the same outputs and states, dropped on train(),
-    .to() and load_state_dict, unused with gradients or for sequences."""
-    from attnbench.mixers import build_mixer
-
-    torch.manual_seed(0)
-    m = build_mixer(name, 32, n_heads=2, head_dim=8, impl="torch").eval()
-    x = torch.randn(2, 5, 32)
-    with torch.no_grad():
-        want, state = [], m.init_state(2, 5)
-        for t in range(5):
-            y, state = m(x[:, t:t + 1], state)
-            want.append(y)
-        m.merge_step_projections()
-        got, merged_state = [], m.init_state(2, 5)
-        for t in range(5):
-            y, merged_state = m(x[:, t:t + 1], merged_state)
-            got.append(y)
-    torch.testing.assert_close(torch.cat(got, 1), torch.cat(want, 1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(merged_state["S"], state["S"], rtol=1e-5, atol=1e-6)
-    assert set(m._merged[0]) == set(m.x_linears()) and m._merged[2].shape[0] == sum(m._merged[1])
-
-    m.q_proj.weight.data.mul_(2)  # weights changed: only a sequence or a gradient step sees it
-    with torch.no_grad():
-        stale = m(x[:, :1], m.init_state(2, 5))[0]
-    fresh = m(x[:, :1], m.init_state(2, 5))[0]  # gradients on: the separate projections
-    assert not torch.allclose(stale, fresh)
-    for drop in (lambda: m.train(), lambda: m.to(torch.float64), lambda: m.load_state_dict(m.state_dict())):
-        m.eval().merge_step_projections()
-        drop()
-        assert m._merged is None

@@ -1,0 +1,40 @@
+"""MergedStepProjections: a mixer's projections of x as one matmul for decode steps (KDA, GDN, MLA)."""
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("name", ["kda", "gdn", "mla"])
+def test_merged_step_projections_decode_the_same(name):
+    """merge_step_projections: one matmul over the concatenated weights of every projection of x
+    for single-token steps without gradients; the same outputs and states, dropped on train(),
+    .to() and load_state_dict, unused with gradients or for sequences."""
+    from attnbench.mixers import build_mixer
+
+    torch.manual_seed(0)
+    dims = dict(kv_lora_rank=8, qk_nope_head_dim=8, v_head_dim=8, rope_dim=4) if name == "mla" else dict(head_dim=8)
+    m = build_mixer(name, 32, n_heads=2, impl="torch", **dims).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        want, state = [], m.init_state(2, 5)
+        for t in range(5):
+            y, state = m(x[:, t:t + 1], state)
+            want.append(y)
+        m.merge_step_projections()
+        got, merged_state = [], m.init_state(2, 5)
+        for t in range(5):
+            y, merged_state = m(x[:, t:t + 1], merged_state)
+            got.append(y)
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(want, 1), rtol=1e-5, atol=1e-6)
+    key = "c_kv" if name == "mla" else "S"
+    torch.testing.assert_close(merged_state[key], state[key], rtol=1e-5, atol=1e-6)
+    assert set(m._merged[0]) == set(m.x_linears()) and m._merged[2].shape[0] == sum(m._merged[1])
+
+    next(iter(m.x_linears().values())).weight.data.mul_(2)  # weights changed: only a sequence or a gradient step sees it
+    with torch.no_grad():
+        stale = m(x[:, :1], m.init_state(2, 5))[0]
+    fresh = m(x[:, :1], m.init_state(2, 5))[0]  # gradients on: the separate projections
+    assert not torch.allclose(stale, fresh)
+    for drop in (lambda: m.train(), lambda: m.to(torch.float64), lambda: m.load_state_dict(m.state_dict())):
+        m.eval().merge_step_projections()
+        drop()
+        assert m._merged is None
