@@ -44,11 +44,6 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "mla_matmul": {"pattern": "M", "ratio": None, "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
     "kda_mla_3to1_matmul": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
                             "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
-    # decode steps with each layer's projections of x as one GEMV (merge_step_projections; attention's
-    # q, k, v are one matrix already)
-    "kda_mla_3to1_merged": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
-                            "merged_steps": True},
-    "mla_merged": {"pattern": "M", "ratio": None, "merged_steps": True},
 }
 STATUSES = ("ok", "oom", "skipped", "refused", "error")
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)
@@ -105,7 +100,6 @@ def arch_config(base, arch: str):
     if arch in ARCHS:
         fields = dict(ARCHS[arch])
         options = fields.pop("mixer_options", {})
-        fields.pop("merged_steps", None)  # a decode-time transform (merge_step_projections), not a config field
         mixers = {**base.mixers, **{name: {**base.mixers.get(name, {}), **o} for name, o in options.items()}}
         return replace(base, mixers=mixers, **fields)
     kind, _, value = arch.partition(":")

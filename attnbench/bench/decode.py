@@ -24,6 +24,9 @@ chains of a step unfused (a KDA layer's step is ~80 small kernels); ``mixers`` c
 mixers' fused_on_cuda chains (short convs, norms, gates, RoPE) for single-token steps too
 (CUDA only: on CPU it equals eager); ``step`` torch.compiles the whole model step, as gpt-fast
 does, then captures that in the CUDA graph. The compile happens in the untimed first call.
+``step_merged`` is ``step`` after every module's projections of one input were merged into one
+matmul over their concatenated weights (``merge_step_projections``: a KDA layer's six
+projections of x, MLA's two, every MLP's gate and up; attention's q, k, v are one matrix already).
 
 Step check (--check-tol): before timing, the step's logits are compared with those of a twin
 model with the same weights running every mixer's plain-PyTorch reference (impl=torch) on the
@@ -49,14 +52,14 @@ from attnbench.mixers import state_nbytes
 from attnbench.ops.compare import rel_rms
 
 from . import figures
-from .common import (ARCHS, ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory,
+from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory,
                      guarded, impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table,
                      refused_note, reps_for, synchronize, timed_once_ms)
 from .prefill import DTYPES
 from .timing import median_ms, top_kernels
 
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
-FUSES = ("eager", "mixers", "step")
+FUSES = ("eager", "mixers", "step", "step_merged")
 COLUMNS = ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
            "kernels", "kernel_ms", "step_check", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps",
            "frac_of_copy_bw", "parity", "impls", "note"]
@@ -197,7 +200,7 @@ def precheck(model, batch: int, length: int, args, device, dtype) -> tuple[str, 
 
 def fused(fuse: str, model):
     """(the step's forward, whether fused_on_cuda compiles steps) for a --fuse choice."""
-    if fuse == "step":
+    if fuse in ("step", "step_merged"):
         return torch.compile(model, dynamic=True), False
     return model, fuse == "mixers"
 
@@ -213,7 +216,7 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
     except Exception as exc:  # noqa: BLE001  a model that cannot be built is a row, not the end
         row = failed(dict(bench="decode", arch=arch), exc)
         return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
-    if ARCHS.get(arch, {}).get("merged_steps"):  # before any compile: the merged weight is a constant
+    if fuse == "step_merged":  # before the compile: the merged weights are the graph's constants
         for module in model.modules():
             if hasattr(module, "merge_step_projections"):
                 module.merge_step_projections()

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..mixers.layers import fused_on_cuda
+from ..mixers.layers import MergedStepProjections, fused_on_cuda
 
 
-class SwiGLU(nn.Module):
+class SwiGLU(MergedStepProjections, nn.Module):
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         if d_model <= 0 or d_ff <= 0:
@@ -25,9 +25,14 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
         self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
+        self.init_merged_projections()  # decoding: gate and up as one GEMV once merged
+
+    def x_linears(self) -> dict[str, nn.Linear]:
+        return {"gate": self.gate, "up": self.up}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(swiglu(self.gate(x), self.up(x)))
+        p = self.project_x(x)
+        return self.down(swiglu(p["gate"], p["up"]))
 
     def active_params(self) -> int:
         return 3 * self.d_model * self.d_ff

@@ -300,9 +300,9 @@ def test_throughput_rounds_interleave_and_summarise(tmp_path):
         throughput.main([*TINY, "--archs", "attn", "--rounds", "0", "--out", str(tmp_path / "bad")])
 
 
-def test_decode_merged_steps_arch_matches_the_reference(tmp_path, monkeypatch):
-    """kda_mla_3to1_merged decodes with each KDA layer's projections of x as one matmul: its
-    points pass the step check against the impl=torch twin, eager and compiled."""
+def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch):
+    """--fuse step_merged decodes with each layer's projections of x as one matmul (KDA's six,
+    MLA's two, the MLP's gate and up): its points pass the step check against the impl=torch twin."""
     from attnbench.mixers.layers import MergedStepProjections
 
     merged, real = [], MergedStepProjections.project_x
@@ -312,8 +312,8 @@ def test_decode_merged_steps_arch_matches_the_reference(tmp_path, monkeypatch):
         return real(self, x)
 
     monkeypatch.setattr(MergedStepProjections, "project_x", spy)
-    rows = decode.main([*TINY, "--archs", "kda_mla_3to1_merged", "--contexts", "8", "--batches", "2", "--reps", "2",
-                        "--fuse", "eager", "step", "--no-figures", "--out", str(tmp_path)])
-    assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")], rows
+    rows = decode.main([*TINY, "--archs", "kda_mla_3to1", "--contexts", "8", "--batches", "2", "--reps", "2",
+                        "--fuse", "step_merged", "--no-figures", "--out", str(tmp_path)])
+    assert [(r["fuse"], r["status"]) for r in rows] == [("step_merged", "ok")], rows
     assert all(r["step_check"] < 1e-5 for r in rows)
     assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not

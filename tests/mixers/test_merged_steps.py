@@ -38,3 +38,16 @@ def test_merged_step_projections_decode_the_same(name):
         m.eval().merge_step_projections()
         drop()
         assert m._merged is None
+
+
+def test_merged_mlp_gate_and_up():
+    from attnbench.models.mlp import SwiGLU
+
+    mlp = SwiGLU(16, 24).eval()
+    x = torch.randn(3, 1, 16)
+    with torch.no_grad():
+        want = mlp(x)
+        mlp.merge_step_projections()
+        got = mlp(x)
+    assert mlp._merged[1] == [24, 24]
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
