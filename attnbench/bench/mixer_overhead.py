@@ -16,7 +16,8 @@ overhead = mixer / (op + projections) − 1: what the mixer spends on everything
 convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` adds the mixer
 step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes; and
 ``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
-waited on the host (launches or a sync), not on a kernel.
+waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
+mixers with short convs twice in one run: convs on fla's Triton kernel, then on the compiled chain.
 Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are
 timed.
 """
@@ -26,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnbench.mixers import layers
+
 from .common import ParityGate, Recorder, base_model_config, guarded, parser, pick_device, print_table, refused_note
 from .prefill import DTYPES
 from .timing import fwd_bwd, median_ms, top_kernels
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
-COLUMNS = ["mixer", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op", "impl", "parity",
-           "note"]
+CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
+COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
+           "impl", "parity", "note"]
 
 
 def leaf(*shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.10, help="largest acceptable overhead")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the mixer step's N costliest kernels")
+    ap.add_argument("--conv-kernel", nargs="+", choices=("on", "off"), default=["on"],
+                    help="short convs on fla's kernel (on) or the compiled chain (off); 'on off' times both")
     args = ap.parse_intermixed_args(argv)
     names = [n.strip() for n in args.mixers.split(",") if n.strip()]
     bad = [n for n in names if n not in MIXERS]
@@ -170,11 +176,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     gate = ParityGate(args.parity, args.strict_parity)
     record = Recorder("mixer_overhead", args.out, {**vars(args), "device": str(device), "dtype": str(dtype)})
-    for name in names:
-        row = dict(bench="mixer_overhead", mixer=name, batch=args.batch, seq_len=args.seq_len, d_model=base.d_model)
+    runs = [(name, mode) for mode in args.conv_kernel for name in names if mode == args.conv_kernel[0]
+            or name in CONV_MIXERS]  # a second mode repeats only the mixers with short convs
+    for name, mode in runs:
+        layers.CONV_KERNEL = mode == "on"
+        row = dict(bench="mixer_overhead", mixer=name, conv_kernel=mode, batch=args.batch, seq_len=args.seq_len,
+                   d_model=base.d_model)
         guarded(row, lambda: measure(name, base, args, device, dtype, gate), device)
         print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
-        record.add([row], name, row.get("impl"))
+        record.add([row], name if mode == args.conv_kernel[0] else f"{name} (conv kernel {mode})", row.get("impl"))
+    layers.CONV_KERNEL = True
     print_table(record.rows, COLUMNS)
     for row in record.rows:
         if row.get("top_kernels"):

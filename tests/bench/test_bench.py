@@ -317,3 +317,15 @@ def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch):
     assert [(r["fuse"], r["status"]) for r in rows] == [("step_merged", "ok")], rows
     assert all(r["step_check"] < 1e-5 for r in rows)
     assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not
+
+
+def test_mixer_overhead_times_both_conv_paths(tmp_path):
+    """--conv-kernel on off: every mixer once with the conv kernel allowed, the mixers with short
+    convs again on the chain; the switch is restored afterwards."""
+    from attnbench.mixers import layers
+
+    rows = mixer_overhead.main([*TINY, "--mixers", "attn,kda", "--batch", "1", "--seq-len", "8", "--warmup", "0",
+                                "--reps", "1", "--conv-kernel", "on", "off", "--out", str(tmp_path)])
+    assert [(r["mixer"], r["conv_kernel"], r["status"]) for r in rows] == [
+        ("attn", "on", "ok"), ("kda", "on", "ok"), ("kda", "off", "ok")]
+    assert layers.CONV_KERNEL is True
