@@ -218,7 +218,7 @@ def run_arch(arch: str, base, args, device, dtype, gate, copy_gbps, fuse: str = 
         return [{**row, "batch": b, "context": n} for b, n in points], arch, ""
     if fuse == "step_merged":  # before the compile: the merged weights are the graph's constants
         for module in model.modules():
-            if hasattr(module, "merge_step_projections"):
+            if isinstance(module, layers.MergedStepProjections):
                 module.merge_step_projections()
     rows, stops, impls = [], {}, ""
     forward, layers.FUSE_STEPS = fused(fuse, model)

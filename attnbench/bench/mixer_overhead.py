@@ -178,14 +178,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     record = Recorder("mixer_overhead", args.out, {**vars(args), "device": str(device), "dtype": str(dtype)})
     runs = [(name, mode) for mode in args.conv_kernel for name in names if mode == args.conv_kernel[0]
             or name in CONV_MIXERS]  # a second mode repeats only the mixers with short convs
-    for name, mode in runs:
-        layers.CONV_KERNEL = mode == "on"
-        row = dict(bench="mixer_overhead", mixer=name, conv_kernel=mode, batch=args.batch, seq_len=args.seq_len,
-                   d_model=base.d_model)
-        guarded(row, lambda: measure(name, base, args, device, dtype, gate), device)
-        print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
-        record.add([row], name if mode == args.conv_kernel[0] else f"{name} (conv kernel {mode})", row.get("impl"))
-    layers.CONV_KERNEL = True
+    conv_kernel = layers.CONV_KERNEL
+    try:
+        for name, mode in runs:
+            layers.CONV_KERNEL = mode == "on"
+            row = dict(bench="mixer_overhead", mixer=name, conv_kernel=mode, batch=args.batch, seq_len=args.seq_len,
+                       d_model=base.d_model)
+            guarded(row, lambda: measure(name, base, args, device, dtype, gate), device)
+            print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
+            key = name if mode == args.conv_kernel[0] else f"{name} (conv kernel {mode})"
+            record.add([row], key, row.get("impl"))
+    finally:
+        layers.CONV_KERNEL = conv_kernel
     print_table(record.rows, COLUMNS)
     for row in record.rows:
         if row.get("top_kernels"):

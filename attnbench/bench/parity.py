@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-OPS = ("attention", "mla", "gated_delta_rule", "kda", "ssd", "short_conv", "mixers")  # mixers: attnbench/mixers/parity.py
+# mixers: attnbench/mixers/parity.py
+OPS = ("attention", "mla", "gated_delta_rule", "kda", "ssd", "short_conv", "mixers")
 
 
 def run_op(op: str, device: str, dtype: torch.dtype) -> list[dict]:

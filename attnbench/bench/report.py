@@ -22,10 +22,10 @@ COLUMNS = {
     "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
                 "parity", "impls", "note"],
     "decode": ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
-               "kernels", "kernel_ms", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps", "frac_of_copy_bw",
-               "step_check", "parity", "impls", "note"],
-    "mixer_overhead": ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "kernels",
-                       "kernel_ms", "op", "impl", "parity", "note"],
+               "kernels", "kernel_ms", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps",
+               "frac_of_copy_bw", "step_check", "parity", "impls", "note"],
+    "mixer_overhead": ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target",
+                       "kernels", "kernel_ms", "op", "impl", "parity", "note"],
 }
 ROUNDS_COLUMNS = ["arch", "seq_len", "compiled", "rounds", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max",
                   "over_gpt", "over_fla_kda"]

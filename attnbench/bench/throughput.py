@@ -128,15 +128,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                "dtype": "bf16 autocast" if device.type == "cuda" else "fp32"})
     archs = parse_archs(args.archs, extra=PEERS)
     for round_ in range(args.rounds):
-        for arch in archs[round_ % len(archs):] + archs[:round_ % len(archs)]:
+        start = round_ % len(archs)  # each round starts one arch later
+        for arch in archs[start:] + archs[:start]:
             record.add(*run_arch(arch, base, args, device, gate, hardware, round_))
     rows, path = record.rows, record.path
     print_table(rows, COLUMNS)
-    if args.rounds > 1:
-        print_table(rounds_summary(rows), ROUNDS_COLUMNS)
+    summary = rounds_summary(rows) if args.rounds > 1 else None  # medians over rounds
+    if summary is not None:
+        print_table(summary, ROUNDS_COLUMNS)
     if not args.no_figures:
-        plotted = rounds_summary(rows) if args.rounds > 1 else rows  # medians over rounds
-        figures.line_figure(plotted, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
+        figures.line_figure(rows if summary is None else summary, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
                             title=f"Training throughput, {args.tokens_per_step} tokens/step",
                             xlabel="sequence length", ylabel="tokens / s")
     print(f"wrote {path}")

@@ -74,8 +74,8 @@ def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu",
     events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
     if on_cuda:  # kernels only (aten ops carry their kernels' time again), if the build labels them
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA] or events
-    total = sum(getattr(e, attr) for e in events) or 1.0
+    total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    top = [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count, "share": getattr(e, attr) / total}
-           for e in events[:n]]
+    top = [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count,
+            "share": getattr(e, attr) / (total or 1.0)} for e in events[:n]]
     return top, total / 1e3, sum(e.count for e in events)

@@ -8,8 +8,8 @@
     y    = W_o(RMSNorm_head(o) ⊙ σ(W_g↑ W_g↓ x + b))       sigmoid output gate, low rank = head_dim
 
 q, k and v keep separate matrices, as fla's and Kimi's layers have them: Muon orthogonalises
-each parameter whole, so one fused [q; k; v] matrix would change its update (a decode step
-would save two GEMVs; that waits for a per-block Muon).
+each parameter whole, so one fused [q; k; v] matrix would change its update. Decoding can still
+run every projection of x as one GEMV (merge_step_projections, layers.MergedStepProjections).
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
 channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).

@@ -191,7 +191,8 @@ class MergedStepProjections:
 
     Why: at batch 1 a decode step is mostly small kernels, each costing its few microseconds
     whatever its size; a KDA layer's six projections of x (q, k, v, beta, the gates' first
-    factors) become one GEMV, an MLA layer's two (query, latent) one. Parameters stay one matrix each (Muon orthogonalises each whole).
+    factors) become one GEMV, an MLA layer's two (query, latent) one, an MLP's gate and up one.
+    Parameters stay one matrix each (Muon orthogonalises each whole).
     """
 
     def init_merged_projections(self) -> None:
@@ -199,17 +200,16 @@ class MergedStepProjections:
         self.register_load_state_dict_post_hook(lambda module, keys: module.drop_merged())
 
     def project_x(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every projection of x by name (q, k, v, b, the gates'): one matmul over the merged
-        weight for a single-token step without gradients once merge_step_projections ran."""
+        """Every projection of x by name (x_linears' names): one matmul over the merged weight for
+        a single-token step without gradients once merge_step_projections ran."""
         if self._merged is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
             names, widths, weight = self._merged
             return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
         return {name: linear(x) for name, linear in self.x_linears().items()}
 
     def merge_step_projections(self) -> None:
-        """For decoding: concatenate the weights of every projection of x (a KDA layer's step then
-        runs one GEMV instead of six). Taken now: call it once the weights are final and in their
-        dtype; train(), .to() and load_state_dict drop it."""
+        """For decoding: concatenate the weights of every projection of x. Taken now: call it once
+        the weights are final and in their dtype; train(), .to() and load_state_dict drop it."""
         linears = self.x_linears()
         if any(linear.bias is not None for linear in linears.values()):
             raise ValueError("merge_step_projections: the projections of x are bias-free")
