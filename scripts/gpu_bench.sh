@@ -29,8 +29,9 @@
 #                      with fla's conv kernel and again with the compiled chain), then KDA with
 #                      KDA and GDN with fuse_inputs (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
-#   6. throughput      torch.compile'd: gpt and attn (COMPILED_ARCHS, e.g. gpt,attn,kda_fused) at the
-#                      reference size
+#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused)
+#                      at the reference size; both throughput stages profile a step per row
+#                      (TRAIN_PROFILE costliest kernels, and kernel time by kind)
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
 # BUDGET_S (default 540) bounds the whole run; each stage has its own limit (WARMUP_S, PARITY_S, THROUGHPUT_S,
 # DECODE_S, OVERHEAD_S, OVERHEAD_FUSED_S, COMPILED_S); SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
@@ -87,7 +88,7 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
   --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
-  --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQS[@]}"
+  --rounds "${ROUNDS:-1}" --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step step_merged} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
@@ -100,7 +101,8 @@ stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs "${COMPILED_ARCHS:-gpt,attn}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" "${TRAIN[@]}" "${SEQ_REF[@]}"
+  --archs "${COMPILED_ARCHS:-gpt,attn,attn_nope}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" \
+  --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"

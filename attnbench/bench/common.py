@@ -31,6 +31,8 @@ import torch
 
 ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "attn": {"pattern": "A", "ratio": None},
+    # all-attention without RoPE (NoPE, as Kimi Linear's MLA): what the rotation costs a step
+    "attn_nope": {"pattern": "A", "ratio": None, "mixer_options": {"attn": {"pos_emb": "none"}}},
     "mla": {"pattern": "M", "ratio": None},
     "gdn": {"pattern": "G", "ratio": None},
     "mamba2": {"pattern": "S", "ratio": None},

@@ -56,7 +56,7 @@ from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_co
                      guarded, impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table,
                      refused_note, reps_for, synchronize, timed_once_ms)
 from .prefill import DTYPES
-from .timing import median_ms, top_kernels
+from .timing import median_ms, profile_fields
 
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
 FUSES = ("eager", "mixers", "step", "step_merged")
@@ -174,8 +174,7 @@ def measure(model, batch: int, length: int, args, device, dtype, gate, copy_gbps
             graph_note = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
     ms = graph_ms if graph_ms is not None else eager_ms
     if args.profile:
-        top, fields["kernel_ms"], fields["kernels"] = top_kernels(step, device, args.profile)
-        fields["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.4f} ms x{k['calls']}" for k in top)
+        fields.update(profile_fields(step, device, args.profile, digits=4))
         print(f"{fields['kernels']} kernels ran {fields['kernel_ms']:.3f} ms; costliest: {fields['top_kernels']}")
     gbps = cache_bytes / (ms * 1e-3) / 1e9
     return {**fields, "eager_ms": eager_ms, "graph_ms": graph_ms, "cuda_graph": graph_note, "ms_per_token": ms,

@@ -31,7 +31,7 @@ from attnbench.mixers import layers
 
 from .common import ParityGate, Recorder, base_model_config, guarded, parser, pick_device, print_table, refused_note
 from .prefill import DTYPES
-from .timing import fwd_bwd, median_ms, top_kernels
+from .timing import fwd_bwd, median_ms, print_profiles, profile_fields
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
@@ -150,8 +150,7 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     row = {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
            "overhead": overhead, "within_target": overhead <= args.target}
     if args.profile:
-        top, row["kernel_ms"], row["kernels"] = top_kernels(mixer_step, device, args.profile)
-        row["top_kernels"] = "; ".join(f"{k['name']} {k['ms']:.3f} ms x{k['calls']} ({k['share']:.0%})" for k in top)
+        row.update(profile_fields(mixer_step, device, args.profile))
     return row
 
 
@@ -191,11 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     finally:
         layers.CONV_KERNEL = conv_kernel
     print_table(record.rows, COLUMNS)
-    for row in record.rows:
-        if row.get("top_kernels"):
-            kernels = "\n  ".join(["", *row["top_kernels"].split("; ")])
-            print(f"{row['mixer']} step (kernels ran {row['kernel_ms']:.3f} ms of {row['mixer_ms']:.3f} ms), "
-                  f"costliest kernels: {kernels}")
+    print_profiles(record.rows, lambda row: f"{row['mixer']} step", "mixer_ms")
     print(f"wrote {record.path}")
     return record.rows
 

@@ -18,6 +18,10 @@ architecture later (round r runs archs[r:] + archs[:r]): two runs of the same co
 minutes apart differed by up to 25% for fla's model (H200, 2026-12-02), so a ratio between two
 models is taken per round, where both saw the same state of the machine, and reported as the
 median and range over rounds (``report``'s rounds table). Rows carry their ``round``.
+
+``--profile N`` profiles one more step per row after timing: its N costliest kernels, how many
+kernels ran and their total time (``kernel_ms``), printed per arch: where a model spends its
+step next to a peer's (the compiled attention model against the compiled GPT).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .common import (ParityGate, add_archs, base_model_config, failed, free_memo
 from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
 from .report import ROUNDS_COLUMNS, rounds_summary
-from .timing import median_ms
+from .timing import median_ms, print_profiles, profile_fields
 
 COLUMNS = ["arch", "round", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
            "frac_of_ceiling", "peak_mem_gib", "parity", "impls", "note"]
@@ -73,8 +77,9 @@ def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, h
     tflops = tokens_per_s * train_flops / 1e12
     ceiling = hardware["matmul_ceiling_tflops"]
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    profile = profile_fields(step, device, args.profile) if args.profile else {}
     del optimizer
-    return {**fields, "step_ms": ms, "tokens_per_s": tokens_per_s, "train_flops_per_token": train_flops,
+    return {**fields, **profile, "step_ms": ms, "tokens_per_s": tokens_per_s, "train_flops_per_token": train_flops,
             "tflops": tflops, "mfu": mfu(tokens_per_s, train_flops, hardware["peak_tflops"]),
             "frac_of_ceiling": tflops / ceiling if ceiling else None, "peak_mem_gib": peak_mem}
 
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     ap.add_argument("--rounds", type=int, default=1, help="time every arch this many times, interleaved")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="list each step's N costliest kernels")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet peak")
     ap.add_argument("--ceiling-n", type=int, default=None, help="matmul size for the measured ceiling")
     args = ap.parse_intermixed_args(argv)
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = rounds_summary(rows) if args.rounds > 1 else None  # medians over rounds
     if summary is not None:
         print_table(summary, ROUNDS_COLUMNS)
+    print_profiles(rows, lambda row: f"{row['arch']} round {row['round']} T={row['seq_len']} step", "step_ms")
     if not args.no_figures:
         figures.line_figure(rows if summary is None else summary, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
                             title=f"Training throughput, {args.tokens_per_step} tokens/step",

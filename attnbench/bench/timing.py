@@ -51,13 +51,28 @@ def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], grads_of: list[torch.Tensor]
     return step
 
 
+# Kernel kinds by name, first match wins: how a step's kernel time splits (bench rows' kernel_kinds).
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "sdpa", "attention", "attn")),
+    ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "wgmma", "cublas", "addmm", "aten::mm", "aten::bmm")),
+    ("optimizer", ("multi_tensor", "adam", "foreach")),
+    ("inductor", ("triton_",)),  # Inductor's fused kernels (a library's Triton kernels keep their own names)
+    ("aten_elementwise", ("elementwise", "reduce_kernel", "catarray", "fill", "copy")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(m in lowered for m in marks)), "other")
+
+
 def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu",
-                n: int = 12) -> tuple[list[dict], float, int]:
+                n: int = 12) -> tuple[list[dict], float, int, dict[str, float]]:
     """Where one call of ``fn`` spends its time: the ``n`` costliest operations by self time
     (CUDA kernels on a GPU, aten ops on CPU), as [{name, ms, calls, share}], share of the total,
-    that total in ms, and how many kernels (ops) ran. On a GPU the total is the time kernels
-    ran: well under the call's wall time, the device sat idle between them (launch-bound, or a
-    host sync).
+    that total in ms, how many kernels (ops) ran, and the total ms per ``kernel_kind``. On a GPU
+    the total is the time kernels ran: well under the call's wall time, the device sat idle
+    between them (launch-bound, or a host sync).
 
     For the overhead tables: a mixer's time minus its op and projections says how much is
     spent elsewhere, this says on what. Profiled once after the timed repeats (warm).
@@ -78,4 +93,27 @@ def top_kernels(fn: Callable[[], object], device: str | torch.device = "cpu",
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     top = [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count,
             "share": getattr(e, attr) / (total or 1.0)} for e in events[:n]]
-    return top, total / 1e3, sum(e.count for e in events)
+    kinds: dict[str, float] = {}
+    for e in events:
+        kind = kernel_kind(e.key)
+        kinds[kind] = kinds.get(kind, 0.0) + getattr(e, attr) / 1e3
+    return top, total / 1e3, sum(e.count for e in events), kinds
+
+
+def profile_fields(fn: Callable[[], object], device: str | torch.device, n: int, digits: int = 3) -> dict:
+    """``top_kernels`` as row fields: kernel_ms, kernels (how many ran), kernel_kinds ("gemm 31.2
+    ms; attention 6.1 ms; ...") and top_kernels, one "name ms xcalls (share)" per kernel joined
+    by '; ' (CSV cells)."""
+    top, kernel_ms, count, kinds = top_kernels(fn, device, n)
+    text = "; ".join(f"{k['name']} {k['ms']:.{digits}f} ms x{k['calls']} ({k['share']:.0%})" for k in top)
+    kinds_text = "; ".join(f"{kind} {ms:.{digits}f} ms" for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return {"kernel_ms": kernel_ms, "kernels": count, "kernel_kinds": kinds_text, "top_kernels": text}
+
+
+def print_profiles(rows: list[dict], label: Callable[[dict], str], time_key: str) -> None:
+    """Each profiled row's costliest kernels, one per line, under its label."""
+    for row in rows:
+        if row.get("top_kernels"):
+            kernels = "\n  ".join(["", *row["top_kernels"].split("; ")])
+            print(f"{label(row)} (kernels ran {row['kernel_ms']:.3f} ms of {row[time_key]:.3f} ms; "
+                  f"{row.get('kernel_kinds')}), costliest kernels: {kernels}")

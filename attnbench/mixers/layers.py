@@ -15,6 +15,7 @@ FUSE_STEPS = False  # also compile single-token steps (bench.decode --fuse mixer
 FUSE_DYNAMIC = False  # compile with symbolic shapes (scripts/fusion_check.py times both)
 SHAPES_PER_FUNCTION = 64  # static compiles kept per fused function before Dynamo gives up on it
 CONV_KERNEL = True  # False: ShortConv always runs the chain below (to time one against the other)
+MERGE_PROJECTIONS = True  # sequences: x's projections as one matmul over their concatenated weights
 
 
 def fused_on_cuda(fn):
@@ -185,14 +186,19 @@ def _gated_norm(norm: GatedRMSNorm, x: torch.Tensor, g: torch.Tensor | None) -> 
 
 
 class MergedStepProjections:
-    """For decoding, the projections that read a mixer's input x as one matmul: a host mixin
-    (an nn.Module) names them in ``x_linears()`` and calls ``init_merged_projections()`` in
-    ``__init__``; ``project_x(x)`` then returns every projection by name.
+    """The projections that read a layer's input x as one matmul: a host mixin (an nn.Module)
+    names them in ``x_linears()`` and calls ``init_merged_projections()`` in ``__init__``;
+    ``project_x(x)`` then returns every projection by name.
 
-    Why: at batch 1 a decode step is mostly small kernels, each costing its few microseconds
-    whatever its size; a KDA layer's six projections of x (q, k, v, beta, the gates' first
-    factors) become one GEMV, an MLA layer's two (query, latent) one, an MLP's gate and up one.
-    Parameters stay one matrix each (Muon orthogonalises each whole).
+    Why: one GEMM over the concatenated weights instead of one per projection. Training, the
+    backward's gradient of x is then one GEMM too, not one per projection plus the adds that sum
+    them; the cost is a copy of the weights per call (cast and concatenated in one pass, compiled).
+    Decoding at batch 1 a step is mostly small kernels, each costing its few microseconds whatever
+    its size: a KDA layer's six projections of x (q, k, v, beta, the gates' first factors) become
+    one GEMV, an MLA layer's two (query, latent) one, an MLP's gate and up one; for steps the
+    concatenated weight is kept (``merge_step_projections``) instead of rebuilt per call.
+    Parameters stay one matrix each (Muon orthogonalises each whole). ``MERGE_PROJECTIONS =
+    False`` runs the projections one by one (to time one way against the other).
     """
 
     def init_merged_projections(self) -> None:
@@ -200,12 +206,16 @@ class MergedStepProjections:
         self.register_load_state_dict_post_hook(lambda module, keys: module.drop_merged())
 
     def project_x(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every projection of x by name (x_linears' names): one matmul over the merged weight for
-        a single-token step without gradients once merge_step_projections ran."""
+        """Every projection of x by name (x_linears' names), as views of one matmul's output."""
         if self._merged is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
             names, widths, weight = self._merged
             return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
-        return {name: linear(x) for name, linear in self.x_linears().items()}
+        linears = self.x_linears()
+        if not MERGE_PROJECTIONS or len(linears) == 1 or any(lin.bias is not None for lin in linears.values()):
+            return {name: linear(x) for name, linear in linears.items()}
+        weight = torch.cat([_as_matmul_dtype(linear.weight, x) for linear in linears.values()])
+        widths = [linear.out_features for linear in linears.values()]
+        return dict(zip(linears, F.linear(x, weight).split(widths, dim=-1)))
 
     def merge_step_projections(self) -> None:
         """For decoding: concatenate the weights of every projection of x. Taken now: call it once
@@ -227,3 +237,11 @@ class MergedStepProjections:
     def _apply(self, fn, *args, **kwargs):
         self.drop_merged()  # a cast or a move makes new weights
         return super()._apply(fn, *args, **kwargs)
+
+
+def _as_matmul_dtype(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The weight in the dtype its matmul with x runs in: autocast's, where it is on, so that the
+    concatenation copies 16-bit weights, not float32 ones (the cast is a copy anyway)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return weight.to(torch.get_autocast_dtype(x.device.type))
+    return weight
