@@ -192,7 +192,8 @@ class MergedStepProjections:
 
     Why: one GEMM over the concatenated weights instead of one per projection. Training, the
     backward's gradient of x is then one GEMM too, not one per projection plus the adds that sum
-    them; the cost is a copy of the weights per call (cast and concatenated in one pass, compiled).
+    them; the cost is a copy of the weights per call (cast and concatenated in one pass, compiled),
+    so single-token steps keep separate projections unless merged once for all steps.
     Decoding at batch 1 a step is mostly small kernels, each costing its few microseconds whatever
     its size: a KDA layer's six projections of x (q, k, v, beta, the gates' first factors) become
     one GEMV, an MLA layer's two (query, latent) one, an MLP's gate and up one; for steps the
@@ -211,7 +212,9 @@ class MergedStepProjections:
             names, widths, weight = self._merged
             return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
         linears = self.x_linears()
-        if not MERGE_PROJECTIONS or len(linears) == 1 or any(lin.bias is not None for lin in linears.values()):
+        # A single-token step would copy every weight to save a few GEMVs: it merges only once, above.
+        one_pass = MERGE_PROJECTIONS and x.shape[1] > 1 and len(linears) > 1
+        if not one_pass or any(lin.bias is not None for lin in linears.values()):
             return {name: linear(x) for name, linear in linears.items()}
         weight = torch.cat([_as_matmul_dtype(linear.weight, x) for linear in linears.values()])
         widths = [linear.out_features for linear in linears.values()]

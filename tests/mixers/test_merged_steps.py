@@ -108,3 +108,20 @@ def test_merged_projections_under_autocast(monkeypatch):
     assert all(v.dtype == torch.bfloat16 for v in outs[True].values())
     for name in ("gate", "up"):
         torch.testing.assert_close(outs[True][name], outs[False][name])
+
+
+def test_single_token_steps_do_not_concatenate_weights(monkeypatch):
+    """A T = 1 step not merged beforehand runs the projections one by one: concatenating every
+    weight per step would cost more than the GEMVs it saves."""
+    from attnbench.mixers import layers
+    from attnbench.models.mlp import SwiGLU
+
+    mlp = SwiGLU(16, 24)
+    cats = []
+    real_cat = torch.cat
+    monkeypatch.setattr(layers.torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
+    with torch.no_grad():
+        mlp(torch.randn(2, 1, 16))
+        assert cats == []
+        mlp(torch.randn(2, 3, 16))
+    assert cats == [1]
