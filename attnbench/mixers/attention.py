@@ -23,12 +23,12 @@ from torch import nn
 from ..ops.attention import kernel as attn_kernel
 from ..ops.attention.reference import attention_reference
 from .base import Mixer, State, choose_impl, dtype_bytes, require_divisible
-from .rope import compute_dtype, rope_table_at, rotate
+from .rope import RotaryTable, compute_dtype, rotate
 
 POS_EMBS = ("rope", "none")
 
 
-class Attention(Mixer):
+class Attention(RotaryTable, Mixer):
     def __init__(
         self,
         d_model: int,
@@ -63,6 +63,8 @@ class Attention(Mixer):
         # Decided here, not per call: traced in a compiled forward, the flash_attn import attempt
         # behind kernel.available() was a graph break per layer (torch 2.11, CUDA, no flash_attn).
         self.kernel_backend = "auto" if attn_kernel.available()[0] else "sdpa"
+        if pos_emb == "rope":
+            self.init_rotary_table(head_dim, rope_theta)
 
     def extra_repr(self) -> str:
         return (
@@ -102,7 +104,7 @@ class Attention(Mixer):
         k = k.view(b, t, h_kv, dk)  # [B, T, H_kv, K]
         v = v.view(b, t, h_kv, dk)  # [B, T, H_kv, K]
         if self.pos_emb == "rope":  # at absolute positions offset .. offset + T - 1
-            cos, sin = rope_table_at(offset, t, dk, self.rope_theta, compute_dtype(q.dtype), x.device)
+            cos, sin = self.rotary_table(offset, t, compute_dtype(q.dtype), x.device)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if state is not None:
             k, v, state = self._append(state, k, v, offset)  # the filled prefix, [B, S, H_kv, K]

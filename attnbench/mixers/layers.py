@@ -212,8 +212,9 @@ class MergedStepProjections:
             names, widths, weight = self._merged
             return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
         linears = self.x_linears()
-        # A single-token step would copy every weight to save a few GEMVs: it merges only once, above.
-        one_pass = MERGE_PROJECTIONS and x.shape[1] > 1 and len(linears) > 1
+        # Sequences [B, T > 1, D] only: a single-token step would copy every weight to save a few
+        # GEMVs (it merges once, above), and token lists (an MoE expert's [N, D]) keep theirs.
+        one_pass = MERGE_PROJECTIONS and x.dim() == 3 and x.shape[1] > 1 and len(linears) > 1
         if not one_pass or any(lin.bias is not None for lin in linears.values()):
             return {name: linear(x) for name, linear in linears.items()}
         weight = torch.cat([_as_matmul_dtype(linear.weight, x) for linear in linears.values()])

@@ -31,7 +31,7 @@ from ..ops.mla import kernel as mla_kernel
 from ..ops.mla.reference import mla_absorbed, mla_scale, mla_unabsorbed
 from .base import Mixer, State, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, MergedStepProjections
-from .rope import apply_rope
+from .rope import RotaryTable, compute_dtype, rotate
 
 ABSORB = ("auto", "always", "never")
 DECODE_KERNELS = ("auto", "matmul")  # auto: the Triton flash-decoding kernel where it fits
@@ -43,7 +43,7 @@ _FORMS = {  # (resolved impl, absorbed) -> (op, impl_ran)
 }
 
 
-class MLA(MergedStepProjections, Mixer):
+class MLA(RotaryTable, MergedStepProjections, Mixer):
     def __init__(
         self,
         d_model: int,
@@ -90,6 +90,8 @@ class MLA(MergedStepProjections, Mixer):
         self.o_proj = nn.Linear(n_heads * v_head_dim, d_model, bias=False)
         self.resolved_impl = choose_impl(impl, (True, ""), "MLA")  # SDPA is always there
         self.init_merged_projections()
+        if rope_dim:
+            self.init_rotary_table(rope_dim, rope_theta)
 
     def extra_repr(self) -> str:
         return (
@@ -136,9 +138,9 @@ class MLA(MergedStepProjections, Mixer):
         c_kv, k_rope = p["kv"].split([c, r], dim=-1)  # [B, T, C], [B, T, R]
         c_kv = self.kv_norm(c_kv, None)
         if r:
-            positions = torch.arange(offset, offset + t, device=x.device)
-            q_rope = apply_rope(q_rope, positions, self.rope_theta)
-            k_rope = apply_rope(k_rope[:, :, None, :], positions, self.rope_theta)[:, :, 0, :]  # [B, T, R]
+            cos, sin = self.rotary_table(offset, t, compute_dtype(q_rope.dtype), x.device)
+            q_rope = rotate(q_rope, cos, sin)
+            k_rope = rotate(k_rope[:, :, None, :], cos, sin)[:, :, 0, :]  # [B, T, R]
         if state is not None:
             c_kv, k_rope, state = self._append(state, c_kv, k_rope, offset)  # [B, S, C], [B, S, R]
             c_kv, k_rope = c_kv.to(x.dtype), k_rope.to(x.dtype)

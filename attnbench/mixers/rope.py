@@ -17,7 +17,12 @@ CUDA). Eager, ``rope_table_at`` remembers the table for the last few (offset, T)
 asks every layer for positions 0..T-1 on every step. Under torch.compile the table of T > 1
 positions is an opaque op (``attnbench::rope_table``): inlined, Inductor recomputed the float64
 cos/sin per element of [B, T, H, K] in every rotation kernel, 30% of an H200 training step at
-D=1024, T=2048.
+D=1024, T=2048. Even opaque, the table cost a compiled step a dozen small kernels and a trip
+through Python per layer: the compiled all-attention model left its H200 idle 5-15 ms of a 59-69
+ms step that NoPE attention ran in 56 (2026-12-02). So a mixer that rotates keeps
+``RotaryTable``: the table of the first TABLE_POSITIONS positions, made once per (rope_dim,
+theta, device) and shared by every layer; a sequence that fits reads a slice of it, which a
+compiled graph loads inside the rotation kernel.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from .layers import fused_on_cuda
 MEMO_SLOTS = 4  # tables kept (a hybrid asks for a few rope dims; decode steps never hit)
 MEMO_MAX_ELEMENTS = 1 << 22  # T · rope_dim/2 above this is not kept (16 MiB a float32 table)
 _memo: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+TABLE_POSITIONS = 8192  # RotaryTable's shared prefix: 4 MiB at rope_dim 128
+_prefixes: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def rope_angles(positions: torch.Tensor, rope_dim: int, theta: float = 10000.0) -> torch.Tensor:
@@ -100,8 +107,48 @@ def rope_table_at(offset: int, t: int, rope_dim: int, theta: float, dtype: torch
 
 
 def clear_rope_tables() -> None:
-    """Forget the remembered tables (they hold a little device memory)."""
+    """Forget the remembered tables (they hold a little device memory; RotaryTable mixers keep
+    the prefixes they hold)."""
     _memo.clear()
+    _prefixes.clear()
+
+
+def prefix_table(rope_dim: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 (cos, sin) of positions 0 .. TABLE_POSITIONS - 1, one per (rope_dim, theta, device)."""
+    key = (rope_dim, float(theta), torch.device(device))
+    if key not in _prefixes:
+        with torch.inference_mode(False):  # shared with models that train: no inference tensors
+            _prefixes[key] = _table(torch.arange(TABLE_POSITIONS, device=device), rope_dim, theta, torch.float32)
+    return _prefixes[key]
+
+
+class RotaryTable:
+    """Mixin for an nn.Module that rotates by RoPE: it calls ``init_rotary_table(rope_dim, theta)``
+    once its parameters exist, and ``rotary_table(offset, t, dtype, device)`` for each forward.
+
+    A sequence of t > 1 positions within the shared prefix, computed in float32, gets a slice of
+    the prefix (a view: no kernel eager, a load inside the rotation compiled); anything else
+    (decode steps, longer sequences, float64) gets ``rope_table_at``'s table, with the same values.
+    ``.to()`` and ``.cuda()`` move the reference to the prefix on the new device; a cast to bf16
+    leaves it float32."""
+
+    _rotary_spec: tuple[int, float] | None = None
+
+    def init_rotary_table(self, rope_dim: int, theta: float) -> None:
+        self._rotary_spec = (rope_dim, theta)
+        self._rotary_prefix = prefix_table(rope_dim, theta, next(self.parameters()).device)
+
+    def rotary_table(self, offset: int, t: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self._rotary_prefix
+        if t > 1 and dtype == cos.dtype and cos.device == torch.device(device) and offset + t <= cos.shape[0]:
+            return cos[offset:offset + t], sin[offset:offset + t]
+        return rope_table_at(offset, t, *self._rotary_spec, dtype, device)
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        if self._rotary_spec is not None:  # None: the mixer does not rotate (NoPE)
+            self._rotary_prefix = prefix_table(*self._rotary_spec, next(self.parameters()).device)
+        return module
 
 
 def apply_rope(

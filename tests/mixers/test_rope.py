@@ -89,3 +89,53 @@ def test_table_is_float64_angles_rounded_once():
     angles = rope_angles(positions, 8)[:, None, :]
     assert cos.shape == (3, 1, 4) and cos.dtype == torch.float32
     assert torch.equal(cos, angles.cos().float()) and torch.equal(sin, angles.sin().float())
+
+
+@pytest.mark.parametrize("name", ["attn", "mla"])
+def test_rotary_table_prefix_gives_the_same_rotation(name):
+    """RotaryTable: a sequence within the shared prefix reads a slice of it; the mixer's output is
+    exactly that of the table made for its positions (decode steps, longer sequences, float64)."""
+    from attnbench.mixers import build_mixer
+    from attnbench.mixers.rope import TABLE_POSITIONS
+
+    torch.manual_seed(0)
+    dims = dict(kv_lora_rank=8, qk_nope_head_dim=8, v_head_dim=8, rope_dim=4) if name == "mla" else dict(head_dim=8)
+    m = build_mixer(name, 32, n_heads=2, impl="torch", **dims)
+    x = torch.randn(2, 9, 32)
+    cos, sin = m._rotary_prefix
+    assert cos.shape[0] == TABLE_POSITIONS and cos.dtype == torch.float32
+    assert m.rotary_table(3, 9, torch.float32, "cpu")[0].data_ptr() == cos[3:].data_ptr()  # a view
+    sliced = m(x)[0]
+    m._rotary_prefix = (cos[:4], sin[:4])  # too short for 9 positions: the table is made for them
+    assert m.rotary_table(0, 9, torch.float32, "cpu")[0].data_ptr() != cos.data_ptr()
+    assert torch.equal(m(x)[0], sliced)
+    m.to(torch.bfloat16)  # a cast keeps the float32 prefix (moves re-fetch it)
+    assert m._rotary_prefix[0].dtype == torch.float32 and m._rotary_prefix[0].shape[0] == TABLE_POSITIONS
+
+
+def test_compiled_attention_reads_the_prefix_not_a_new_table(monkeypatch):
+    """Compiled, a training forward makes no table: the slice is an input of the graph (the opaque
+    table op per layer cost a compiled H200 step 5-15 ms of idle GPU)."""
+    from attnbench.mixers import build_mixer, rope
+
+    torch.manual_seed(0)
+    m = build_mixer("attn", 32, n_heads=2, head_dim=8, impl="torch")
+    x = torch.randn(2, 16, 32)
+    want = m(x)[0]
+    made = []
+    monkeypatch.setattr(rope, "_table", lambda *a: made.append(a) or (_ for _ in ()).throw(AssertionError))
+    torch._dynamo.reset()
+    got = torch.compile(m, backend="eager", fullgraph=True)(x)[0]
+    assert made == []
+    torch.testing.assert_close(got, want)
+
+
+def test_prefix_is_not_an_inference_tensor():
+    """A model built under inference_mode shares its prefix with models that train later."""
+    from attnbench.mixers.rope import clear_rope_tables, prefix_table
+
+    clear_rope_tables()
+    with torch.inference_mode():
+        cos, _ = prefix_table(6, 777.0, "cpu")
+    assert not cos.is_inference()
+    clear_rope_tables()

@@ -54,9 +54,11 @@ def test_explain_finds_no_graph_break():
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
 
-def test_rope_table_is_one_opaque_op_in_the_graph():
-    """Inlined, the float64 cos/sin were recomputed per element of every rotation kernel (30% of an
-    H200 step); as attnbench::rope_table they are computed once per layer, [T, K/2]."""
+@pytest.mark.parametrize("prefix", ["fits", "too_short"])
+def test_rope_table_is_read_from_the_prefix_or_one_opaque_op(prefix):
+    """A training sequence within RotaryTable's prefix reads a slice of it: no table op, no cos/sin
+    in the graph. Beyond it the table is attnbench::rope_table, once per layer: inlined, the float64
+    cos/sin were recomputed per element of every rotation kernel (30% of an H200 step)."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
@@ -68,9 +70,12 @@ def test_rope_table_is_one_opaque_op_in_the_graph():
         return make_boxed_func(graph.forward)
 
     model = attention_lm("kernel")
+    if prefix == "too_short":
+        for block in model.blocks:
+            block.mixer._rotary_prefix = tuple(t[:4] for t in block.mixer._rotary_prefix)
     compiled = torch.compile(model, backend=aot_autograd(fw_compiler=keep, bw_compiler=lambda g, i: make_boxed_func(g.forward)))
     compiled(torch.randint(0, 37, (2, 9)))[0].sum().backward()
-    assert sum("attnbench.rope_table" in op for op in forward_ops) == 2  # one per layer
+    assert sum("attnbench.rope_table" in op for op in forward_ops) == (0 if prefix == "fits" else 2)  # per layer
     assert not any(op.startswith(("aten.cos", "aten.sin")) for op in forward_ops)
 
 
