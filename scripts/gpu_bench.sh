@@ -93,7 +93,7 @@ stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step step_merged} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
-  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --profile 12 --conv-kernel on off \
+  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --conv-kernel on off --profile 12 \
   "${OVERHEAD[@]}"
 stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
   --mixers kda,gdn --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" model.mixers.kda.fuse_inputs=true \
