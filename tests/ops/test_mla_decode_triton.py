@@ -33,11 +33,6 @@ for b, h, c, r, s, slices in json.loads(sys.argv[1]):
     got = decode_triton.latent_decode(q, q_r, c_kv, k_r, 0.3, slices=slices)
     want = reference(q, q_r, c_kv, k_r, 0.3)
     errors[f"{b},{h},{c},{r},{s},{slices}"] = ((got.double() - want).norm() / want.norm()).item()
-for b, n, h, c in [(2, 300, 3, 200), (1, 1, 16, 512)]:  # the merge kernel alone: many slices, one
-    o_parts, lse = torch.randn(b, n, h, c), torch.randn(b, n, h) * 5
-    want = decode_triton.merge_slices(o_parts.double(), lse.double(), torch.float64)
-    got = decode_triton.merge_kernel(o_parts, lse, torch.float32)
-    errors[f"merge {b},{n},{h},{c}"] = ((got.double() - want).norm() / want.norm()).item()
 print(json.dumps(errors))
 """
 
@@ -60,7 +55,7 @@ def interpreted(script: str, *args: str) -> dict:
 
 def test_latent_decode_matches_the_explicit_softmax():
     errors = interpreted(SCRIPT, json.dumps(CASES))
-    assert len(errors) == len(CASES) + 2
+    assert len(errors) == len(CASES)
     assert all(err < 1e-5 for err in errors.values()), errors
 
 

@@ -17,9 +17,9 @@ log-sum-exp). The algorithm, numbered:
   2. scores s = scale · (q^C cᵀ + q^R k^Rᵀ)  [H, block], in float32;
   3. running max m, running sum l, acc = Σ exp(s − m) c  [H, C], rescaled when m grows;
   4. write acc / l and lse = m + log l per (b, slice, head);
-  5. merge: o = Σ_n softmax_n(lse_n) · o_n (``merge_slices`` in plain torch is the spec; the step
-     runs ``_merge_kernel``, one kernel where torch's softmax, weighted sum and cast were three,
-     0.024 ms of an H200's 0.43 ms hybrid step at 128k, 2026-12-02).
+  5. merge (``merge_slices``, plain torch): o = Σ_n softmax_n(lse_n) · o_n. Its three kernels
+     (softmax, weighted sum, cast) took 0.023 ms at 128k on an H200; one Triton kernel looping
+     over the 264 slices of a batch-1 step took 0.025 (2026-12-02), so the merge stays in torch.
 
 Triton is imported here only; kernel.py imports this module lazily, on CUDA, so a CPU install
 never needs Triton. Tests run the kernel on the CPU with TRITON_INTERPRET=1.
@@ -31,7 +31,6 @@ import triton.language as tl
 import torch
 
 BLOCK_N = 64  # cached positions per inner step: [64, 512] bf16 is a 64 KB tile
-MERGE_SLICES, MERGE_CHANNELS = 16, 128  # the merge's tile: [16 slices, 128 channels] float32
 NUM_WARPS = 8  # acc [16, 512] float32 spread over 256 threads
 PROGRAMS_PER_SM = 2  # slices per SM in flight, so the copy engines stay busy
 
@@ -83,30 +82,6 @@ def _slice_kernel(
     tl.store(lse_ptr + b * stride_lb + n * stride_ln + heads, m + tl.log(l), mask=head_ok)
 
 
-@triton.jit
-def _merge_kernel(
-    o_parts_ptr, lse_ptr, out_ptr, N,
-    stride_pb, stride_pn, stride_ph, stride_lb, stride_ln, stride_ob, stride_oh,
-    C: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_NS: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    h, b, c0 = tl.program_id(0), tl.program_id(1), tl.program_id(2) * BLOCK_C
-    all_slices = tl.arange(0, BLOCK_S)
-    lse = tl.load(lse_ptr + b * stride_lb + all_slices * stride_ln + h, mask=all_slices < N, other=float("-inf"))
-    top = tl.max(lse, axis=0)
-    total = tl.sum(tl.exp(lse - top), axis=0)  # Σ_n exp(lse_n - top)
-    chans = c0 + tl.arange(0, BLOCK_C)
-    acc = tl.zeros([BLOCK_C], tl.float32)
-    for n0 in range(0, N, BLOCK_NS):
-        slices = n0 + tl.arange(0, BLOCK_NS)
-        ok = slices < N
-        w = tl.exp(tl.load(lse_ptr + b * stride_lb + slices * stride_ln + h, mask=ok, other=float("-inf")) - top)
-        o = tl.load(o_parts_ptr + b * stride_pb + slices[:, None] * stride_pn + h * stride_ph + chans[None, :],
-                    mask=ok[:, None] & (chans[None, :] < C), other=0.0)  # [BLOCK_NS, BLOCK_C]
-        acc += tl.sum(w[:, None] * o, axis=0)
-    tl.store(out_ptr + b * stride_ob + h * stride_oh + chans, (acc / total).to(out_ptr.dtype.element_ty),
-             mask=chans < C)
-
-
 def slice_plan(batch: int, S: int, n_sm: int, block_n: int = BLOCK_N, wanted: int | None = None) -> tuple[int, int]:
     """(slices, positions per slice): about ``wanted`` slices (default PROGRAMS_PER_SM programs per
     SM over the batch), each a whole number of blocks and none empty."""
@@ -156,17 +131,4 @@ def latent_decode(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: tor
         BLOCK_R=max(16, triton.next_power_of_2(max(r, 1))), BLOCK_N=BLOCK_N,
         PRECISION="ieee" if c_kv.dtype == torch.float32 else "tf32", num_warps=NUM_WARPS,
     )
-    return merge_kernel(o_parts, lse, c_kv.dtype)
-
-
-def merge_kernel(o_parts: torch.Tensor, lse: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``merge_slices`` as one Triton kernel: a program per (head, batch row, 128 channels)."""
-    b, n, h, c = o_parts.shape
-    out = torch.empty(b, h, c, device=o_parts.device, dtype=dtype)
-    _merge_kernel[(h, b, triton.cdiv(c, MERGE_CHANNELS))](
-        o_parts, lse, out, n,
-        o_parts.stride(0), o_parts.stride(1), o_parts.stride(2), lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1),
-        C=c, BLOCK_S=triton.next_power_of_2(n), BLOCK_NS=MERGE_SLICES, BLOCK_C=MERGE_CHANNELS,
-    )
-    return out
+    return merge_slices(o_parts, lse, c_kv.dtype)
