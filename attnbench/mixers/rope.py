@@ -22,7 +22,9 @@ through Python per layer: the compiled all-attention model left its H200 idle 5-
 ms step that NoPE attention ran in 56 (2026-12-02). So a mixer that rotates keeps
 ``RotaryTable``: the table of the first TABLE_POSITIONS positions, made once per (rope_dim,
 theta, device) and shared by every layer; a sequence that fits reads a slice of it, which a
-compiled graph loads inside the rotation kernel.
+compiled graph loads inside the rotation kernel: the same model then ran 304.0k tokens/s
+against 231.8k, with no idle time, 2.7% behind the compiled minimal GPT (learned positions)
+and 1.6% behind itself without RoPE (H200, 2026-12-02).
 """
 from __future__ import annotations
 
