@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_table(summary, ROUNDS_COLUMNS)
     print_profiles(rows, lambda row: f"{row['arch']} round {row['round']} T={row['seq_len']} step", "step_ms")
     if not args.no_figures:
-        figures.line_figure(rows if summary is None else summary, "seq_len", "tokens_per_s", ("arch",), path / "tokens_per_s.png",
+        figures.line_figure(rows if summary is None else summary, "seq_len", "tokens_per_s", ("arch",),
+                            path / "tokens_per_s.png",
                             title=f"Training throughput, {args.tokens_per_step} tokens/step",
                             xlabel="sequence length", ylabel="tokens / s")
     print(f"wrote {path}")

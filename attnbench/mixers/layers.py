@@ -209,17 +209,14 @@ class MergedStepProjections:
     def project_x(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every projection of x by name (x_linears' names), as views of one matmul's output."""
         if self._merged is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
-            names, widths, weight = self._merged
-            return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
+            return _split_matmul(x, *self._merged)
         linears = self.x_linears()
         # Sequences [B, T > 1, D] only: a single-token step would copy every weight to save a few
         # GEMVs (it merges once, above), and token lists (an MoE expert's [N, D]) keep theirs.
         one_pass = MERGE_PROJECTIONS and x.dim() == 3 and x.shape[1] > 1 and len(linears) > 1
         if not one_pass or any(lin.bias is not None for lin in linears.values()):
             return {name: linear(x) for name, linear in linears.items()}
-        weight = torch.cat([_as_matmul_dtype(linear.weight, x) for linear in linears.values()])
-        widths = [linear.out_features for linear in linears.values()]
-        return dict(zip(linears, F.linear(x, weight).split(widths, dim=-1)))
+        return _split_matmul(x, *_concatenated(linears, lambda w: _as_matmul_dtype(w, x)))
 
     def merge_step_projections(self) -> None:
         """For decoding: concatenate the weights of every projection of x. Taken now: call it once
@@ -227,8 +224,7 @@ class MergedStepProjections:
         linears = self.x_linears()
         if any(linear.bias is not None for linear in linears.values()):
             raise ValueError("merge_step_projections: the projections of x are bias-free")
-        weight = torch.cat([linear.weight.detach() for linear in linears.values()])
-        self._merged = (list(linears), [linear.out_features for linear in linears.values()], weight)
+        self._merged = _concatenated(linears, torch.Tensor.detach)
 
     def drop_merged(self) -> None:
         self._merged = None
@@ -241,6 +237,17 @@ class MergedStepProjections:
     def _apply(self, fn, *args, **kwargs):
         self.drop_merged()  # a cast or a move makes new weights
         return super()._apply(fn, *args, **kwargs)
+
+
+def _concatenated(linears: dict[str, nn.Linear], weight_of) -> tuple[list[str], list[int], torch.Tensor]:
+    """(names, output widths, the weights as one matrix), each weight taken through ``weight_of``."""
+    weight = torch.cat([weight_of(linear.weight) for linear in linears.values()])
+    return list(linears), [linear.out_features for linear in linears.values()], weight
+
+
+def _split_matmul(x: torch.Tensor, names: list[str], widths: list[int],
+                  weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
 
 
 def _as_matmul_dtype(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
