@@ -52,9 +52,9 @@ from attnbench.mixers import state_nbytes
 from attnbench.ops.compare import rel_rms
 
 from . import figures
-from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory,
-                     guarded, impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table,
-                     refused_note, reps_for, synchronize, timed_once_ms)
+from .common import (Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded, param_bytes,
+                     parse_archs, parser, pick_device, print_table, reps_for, synchronize, timed_once_ms)
+from .gate import ParityGate, impls_text, layer_impls, refused_note
 from .prefill import DTYPES
 from .timing import median_ms, profile_fields
 

@@ -29,7 +29,8 @@ from torch import nn
 
 from attnbench.mixers import layers
 
-from .common import ParityGate, Recorder, base_model_config, guarded, parser, pick_device, print_table, refused_note
+from .common import Recorder, base_model_config, guarded, parser, pick_device, print_table
+from .gate import ParityGate, refused_note
 from .prefill import DTYPES
 from .timing import fwd_bwd, median_ms, print_profiles, profile_fields
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import arch_config, layer_impls
+from .common import arch_config
+from .gate import layer_impls
 
 PEERS = ("gpt", "fla_kda")
 KDA_CHUNK = 64  # fla's chunk size, for KL Eq. 13-14

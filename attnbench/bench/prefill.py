@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from . import figures
-from .common import (ParityGate, Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded,
-                     impls_text, layer_impls, param_bytes, parse_archs, parser, pick_device, print_table, refused_note,
-                     reps_for, timed_once_ms)
+from .common import (Recorder, add_archs, arch_config, base_model_config, failed, free_memory, guarded, param_bytes,
+                     parse_archs, parser, pick_device, print_table, reps_for, timed_once_ms)
+from .gate import ParityGate, impls_text, layer_impls, refused_note
 from .timing import median_ms
 
 COLUMNS = ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted", "parity",

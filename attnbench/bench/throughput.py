@@ -28,8 +28,9 @@ from __future__ import annotations
 import torch
 
 from . import figures
-from .common import (ParityGate, add_archs, base_model_config, failed, free_memory, guarded, impls_text,
-                     parse_archs, parser, pick_device, print_table, Recorder, refused_note)
+from .common import (add_archs, base_model_config, failed, free_memory, guarded, parse_archs, parser, pick_device,
+                     print_table, Recorder)
+from .gate import ParityGate, impls_text, refused_note
 from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
 from .report import ROUNDS_COLUMNS, rounds_summary

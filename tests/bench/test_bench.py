@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from attnbench.bench import decode, flops, mixer_overhead, prefill, report, throughput
-from attnbench.bench.common import ARCHS, ParityGate, arch_config, base_model_config, parse_archs
+from attnbench.bench.common import ARCHS, arch_config, base_model_config, parse_archs
+from attnbench.bench.gate import ParityGate
 from attnbench.bench.gpt import GPT
 from attnbench.models import ModelConfig, build_model
 

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from attnbench.bench.common import ParityGate, split_impl
+from attnbench.bench.gate import ParityGate, split_impl
 from attnbench.bench.parity import path_status
 from attnbench.mixers import build_mixer, layers
 from attnbench.ops.compare import rel_rms
