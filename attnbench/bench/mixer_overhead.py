@@ -18,6 +18,10 @@ step's N costliest kernels to each row (``top_kernels``) and prints them: where 
 ``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
 waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
 mixers with short convs twice in one run: convs on fla's Triton kernel, then on the compiled chain.
+``--peers fla_kda`` adds fla's own KimiDeltaAttention layer (heads and conv from model.mixers.kda),
+timed by the same measure against the op as that layer calls it (chunk_kda with q/k norm, gate
+and beta in-kernel, ops/kda.kda_chunked_raw) plus its own projections: the overhead the field's
+layer has, beside ours (CUDA only; a "skipped" row elsewhere). A peer is not parity-gated.
 Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are
 timed.
 """
@@ -36,6 +40,7 @@ from .timing import fwd_bwd, median_ms, print_profiles, profile_fields
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
+PEERS = ("fla_kda",)  # the field's own layers, by the same measure
 COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
            "impl", "parity", "note"]
 
@@ -155,9 +160,49 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     return row
 
 
+def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
+    """fla's KimiDeltaAttention at model.mixers.kda's heads, with its (H, K, V); a RuntimeError when fla is absent."""
+    try:
+        from fla.layers import KimiDeltaAttention
+    except Exception as exc:  # noqa: BLE001  ImportError, or a Triton / transformers version error
+        raise RuntimeError(f"fla.layers not importable ({type(exc).__name__}: {exc})") from exc
+    kda = dict(base.mixers.get("kda", {}) or {})
+    heads, head_dim = kda.get("n_heads", 16), kda.get("head_dim", 128)
+    layer = KimiDeltaAttention(hidden_size=base.d_model, head_dim=head_dim, num_heads=heads,
+                               conv_size=kda.get("conv_size", 4), use_short_conv=kda.get("use_short_conv", True))
+    return layer.to(device=device, dtype=dtype), heads, head_dim, layer.head_v_dim
+
+
+def measure_peer(name: str, base, args, device, dtype) -> dict:
+    """The fla layer, the op as it calls it, and its projections (fields as ``measure``)."""
+    from attnbench.ops.kda import kernel
+
+    if device.type != "cuda":
+        return {"status": "skipped", "note": f"{name}: fla's layer runs Triton kernels only, needs CUDA"}
+    b, t = args.batch, args.seq_len
+    layer, h, dk, dv = fla_kda_layer(base, device, dtype)
+    x = leaf(b, t, base.d_model, device=device, dtype=dtype)
+    q, k, f = (leaf(b, t, h, dk, device=device, dtype=dtype) for _ in "qkf")
+    v, beta = leaf(b, t, h, dv, device=device, dtype=dtype), leaf(b, t, h, device=device, dtype=dtype)
+    A_log, dt_bias = layer.A_log.detach().float(), layer.dt_bias.detach().float()
+    op = fwd_bwd(lambda: kernel.kda_chunked_raw(q, k, v, f, beta, A_log, dt_bias), [q, k, v, f, beta])
+    mixer_step = fwd_bwd(lambda: layer(x)[0], [x, *layer.parameters()])
+    proj_step, n_linear = projections_step(layer, b * t, device, dtype)
+    timing = dict(warmup=args.warmup, reps=args.reps, device=device)
+    mixer_ms, op_ms, proj_ms = (median_ms(step, **timing) for step in (mixer_step, op, proj_step))
+    overhead = mixer_ms / (op_ms + proj_ms) - 1
+    row = {"impl": f"fla.layers.{type(layer).__name__}", "parity": "peer (not gated)", "n_linear": n_linear,
+           "op": "fla.chunk_kda+fused_inputs (kda.kda_chunked_raw)", "mixer_ms": mixer_ms, "op_ms": op_ms,
+           "proj_ms": proj_ms, "overhead": overhead, "within_target": overhead <= args.target}
+    if args.profile:
+        row.update(profile_fields(mixer_step, device, args.profile))
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = parser("mixer_overhead", __doc__)
     ap.add_argument("--mixers", default=",".join(MIXERS), help=f"comma-separated, among {', '.join(MIXERS)}")
+    ap.add_argument("--peers", default="", help=f"comma-separated, among {', '.join(PEERS)} (CUDA only)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
@@ -172,6 +217,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [n for n in names if n not in MIXERS]
     if bad or not names:
         raise ValueError(f"--mixers must be among {', '.join(MIXERS)}; got {args.mixers!r}")
+    peers = [n.strip() for n in args.peers.split(",") if n.strip()]
+    if any(n not in PEERS for n in peers):
+        raise ValueError(f"--peers must be among {', '.join(PEERS)}; got {args.peers!r}")
     device, base = pick_device(args.device), base_model_config(args.overrides)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     gate = ParityGate(args.parity, args.strict_parity)
@@ -190,6 +238,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             record.add([row], key, row.get("impl"))
     finally:
         layers.CONV_KERNEL = conv_kernel
+    for name in peers:
+        row = dict(bench="mixer_overhead", mixer=name, conv_kernel="fla", batch=args.batch, seq_len=args.seq_len,
+                   d_model=base.d_model)
+        guarded(row, lambda: measure_peer(name, base, args, device, dtype), device)
+        print(f"{name}: {row['status']} overhead={row.get('overhead')} {row.get('note') or ''}")
+        record.add([row], name, row.get("impl"))
     print_table(record.rows, COLUMNS)
     print_profiles(record.rows, lambda row: f"{row['mixer']} step", "mixer_ms")
     print(f"wrote {record.path}")

@@ -330,3 +330,13 @@ def test_mixer_overhead_times_both_conv_paths(tmp_path):
     assert [(r["mixer"], r["conv_kernel"], r["status"]) for r in rows] == [
         ("attn", "on", "ok"), ("kda", "on", "ok"), ("kda", "off", "ok")]
     assert layers.CONV_KERNEL is True
+
+
+def test_mixer_overhead_peer_rows_and_bad_peers(tmp_path):
+    """--peers fla_kda: fla's own layer gets a row of its own; off CUDA it is skipped with the reason."""
+    rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--peers", "fla_kda", "--batch", "1", "--seq-len", "8",
+                                "--warmup", "0", "--reps", "1", "--out", str(tmp_path)])
+    assert [(r["mixer"], r["status"]) for r in rows] == [("attn", "ok"), ("fla_kda", "skipped")]
+    assert "CUDA" in rows[1]["note"]
+    with pytest.raises(ValueError, match="--peers must be among fla_kda"):
+        mixer_overhead.main([*TINY, "--peers", "fla_gdn", "--out", str(tmp_path)])
