@@ -17,9 +17,10 @@ log-sum-exp). The algorithm, numbered:
   2. scores s = scale · (q^C cᵀ + q^R k^Rᵀ)  [H, block], in float32;
   3. running max m, running sum l, acc = Σ exp(s − m) c  [H, C], rescaled when m grows;
   4. write acc / l and lse = m + log l per (b, slice, head);
-  5. merge (``merge_slices``, plain torch): o = Σ_n softmax_n(lse_n) · o_n. Its three kernels
-     (softmax, weighted sum, cast) took 0.023 ms at 128k on an H200; one Triton kernel looping
-     over the 264 slices of a batch-1 step took 0.025 (2026-12-02), so the merge stays in torch.
+  5. merge (``merge_slices``, plain torch): o = Σ_n softmax_n(lse_n) · o_n. Eager, its three
+     kernels (softmax, weighted sum, cast) took 0.023 ms at 128k on an H200; one Triton kernel
+     looping over the 264 slices of a batch-1 step took 0.025 (2026-12-02), so the merge stays
+     in torch, outside the compiler-hidden kernel call, where a compiled step can fuse it.
 
 Triton is imported here only; kernel.py imports this module lazily, on CUDA, so a CPU install
 never needs Triton. Tests run the kernel on the CPU with TRITON_INTERPRET=1.
@@ -105,11 +106,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 @torch.compiler.disable  # opaque to a compiled decode step: the launch plan is plain Python on ints
-def latent_decode(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: torch.Tensor,
-                  k_rope: torch.Tensor | None, scale: float, slices: int | None = None) -> torch.Tensor:
-    """q_latent [B, H, C], q_rope [B, H, R] | None, c_kv [B, S, C], k_rope [B, S, R] | None
-    -> o_latent [B, H, C] in c_kv's dtype. Every tensor's last dim must be contiguous; c_kv may be
-    the prefix of a longer cache buffer. ``slices`` overrides the split (tests)."""
+def latent_slices(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: torch.Tensor,
+                  k_rope: torch.Tensor | None, scale: float, slices: int | None = None):
+    """Steps 1-4: (o_parts [B, n, H, C], lse [B, n, H]), both float32, one row per slice."""
     b, h, c = q_latent.shape
     s = c_kv.shape[1]
     r = 0 if q_rope is None else q_rope.shape[-1]
@@ -131,4 +130,15 @@ def latent_decode(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: tor
         BLOCK_R=max(16, triton.next_power_of_2(max(r, 1))), BLOCK_N=BLOCK_N,
         PRECISION="ieee" if c_kv.dtype == torch.float32 else "tf32", num_warps=NUM_WARPS,
     )
+    return o_parts, lse
+
+
+def latent_decode(q_latent: torch.Tensor, q_rope: torch.Tensor | None, c_kv: torch.Tensor,
+                  k_rope: torch.Tensor | None, scale: float, slices: int | None = None) -> torch.Tensor:
+    """q_latent [B, H, C], q_rope [B, H, R] | None, c_kv [B, S, C], k_rope [B, S, R] | None
+    -> o_latent [B, H, C] in c_kv's dtype. Every tensor's last dim must be contiguous; c_kv may be
+    the prefix of a longer cache buffer. ``slices`` overrides the split (tests). Only the slice
+    kernel is hidden from torch.compile: in a compiled step the merge is traced, so Inductor can
+    fuse it with what follows."""
+    o_parts, lse = latent_slices(q_latent, q_rope, c_kv, k_rope, scale, slices)
     return merge_slices(o_parts, lse, c_kv.dtype)
