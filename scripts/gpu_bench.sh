@@ -21,8 +21,8 @@
 #                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs); ROUNDS=N
 #                      times each N times interleaved, ratios to the peers taken per round
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1,
-#                      whole-step compiled, with and without merged projections (DECODE_FUSE,
-#                      default "step step_merged"); L = 4k..1M at batch 1,
+#                      whole-step compiled with merged projections, without and with combo kernels (DECODE_FUSE,
+#                      default "step_merged step_combo"); L = 4k..1M at batch 1,
 #                      each point's kernel count and costliest kernels (DECODE_PROFILE, default 12);
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults; the short-conv mixers
@@ -91,7 +91,7 @@ stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "$
   --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
   --rounds "${ROUNDS:-1}" --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
-  --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step step_merged} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
+  --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step_merged step_combo} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --conv-kernel on off --profile 12 \

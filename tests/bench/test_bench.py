@@ -301,9 +301,11 @@ def test_throughput_rounds_interleave_and_summarise(tmp_path):
         throughput.main([*TINY, "--archs", "attn", "--rounds", "0", "--out", str(tmp_path / "bad")])
 
 
-def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch):
-    """--fuse step_merged decodes with each layer's projections of x as one matmul (KDA's six,
-    MLA's two, the MLP's gate and up): its points pass the step check against the impl=torch twin."""
+@pytest.mark.parametrize("fuse", decode.MERGED_FUSES)
+def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch, fuse):
+    """--fuse step_merged (and step_combo, the same compiled with Inductor's combo kernels) decodes
+    with each layer's projections of x as one matmul (KDA's six, MLA's two, the MLP's gate and up):
+    its points pass the step check against the impl=torch twin."""
     from attnbench.mixers.layers import MergedStepProjections
 
     merged, real = [], MergedStepProjections.project_x
@@ -314,8 +316,8 @@ def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch):
 
     monkeypatch.setattr(MergedStepProjections, "project_x", spy)
     rows = decode.main([*TINY, "--archs", "kda_mla_3to1", "--contexts", "8", "--batches", "2", "--reps", "2",
-                        "--fuse", "step_merged", "--no-figures", "--out", str(tmp_path)])
-    assert [(r["fuse"], r["status"]) for r in rows] == [("step_merged", "ok")], rows
+                        "--fuse", fuse, "--no-figures", "--out", str(tmp_path)])
+    assert [(r["fuse"], r["status"]) for r in rows] == [(fuse, "ok")], rows
     assert all(r["step_check"] < 1e-5 for r in rows)
     assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not
 
