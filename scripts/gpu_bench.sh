@@ -26,9 +26,9 @@
 #                      each point's kernel count and costliest kernels (DECODE_PROFILE, default 12);
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults; the short-conv mixers
-#                      with fla's conv kernel and again with the compiled chain), then KDA with
-#                      KDA and GDN with fuse_inputs and fla's own KDA layer by the same measure
-#                      (mixer_overhead_fused, OVERHEAD_PEERS); each with its 12 costliest kernels
+#                      with fla's conv kernel and again with the compiled chain; fla's own KDA layer
+#                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs and fla's
+#                      layer again (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
 #   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused)
 #                      at the reference size; both throughput stages profile a step per row
@@ -94,7 +94,8 @@ stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step_merged step_combo} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
-  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --warmup 3 --reps 10 --conv-kernel on off --profile 12 \
+  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 \
+  --conv-kernel on off --profile 12 \
   "${OVERHEAD[@]}"
 stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
   --mixers kda,gdn --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" \
