@@ -147,14 +147,18 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
     if not allowed:
         return {**fields, "status": "refused", "note": refused_note(verdict)}
     leaves, (label, op) = INPUTS[name](mixer, b, t, device, dtype)
-    proj_step, n_linear = projections_step(mixer, b * t, device, dtype)
+    return {**fields, "op": label, **timed(mixer, mixer_step, fwd_bwd(op, leaves), args, device, dtype)}
+
+
+def timed(mixer: nn.Module, mixer_step, op_step, args, device, dtype) -> dict:
+    """The row's timings: mixer, op and projections (median ms), the overhead and, with
+    --profile, the mixer step's costliest kernels."""
+    proj_step, n_linear = projections_step(mixer, args.batch * args.seq_len, device, dtype)
     timing = dict(warmup=args.warmup, reps=args.reps, device=device)
-    mixer_ms = median_ms(mixer_step, **timing)
-    op_ms = median_ms(fwd_bwd(op, leaves), **timing)
-    proj_ms = median_ms(proj_step, **timing)
+    mixer_ms, op_ms, proj_ms = (median_ms(step, **timing) for step in (mixer_step, op_step, proj_step))
     overhead = mixer_ms / (op_ms + proj_ms) - 1
-    row = {**fields, "op": label, "n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms,
-           "overhead": overhead, "within_target": overhead <= args.target}
+    row = {"n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms, "overhead": overhead,
+           "within_target": overhead <= args.target}
     if args.profile:
         row.update(profile_fields(mixer_step, device, args.profile))
     return row
@@ -173,12 +177,18 @@ def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
     return layer.to(device=device, dtype=dtype), heads, head_dim, layer.head_v_dim
 
 
+def peer_unavailable(device: torch.device) -> str | None:
+    """Why fla's layer cannot run on this device, or None."""
+    return None if device.type == "cuda" else "fla's layer runs Triton kernels only, needs CUDA"
+
+
 def measure_peer(name: str, base, args, device, dtype) -> dict:
     """The fla layer, the op as it calls it, and its projections (fields as ``measure``)."""
     from attnbench.ops.kda import kernel
 
-    if device.type != "cuda":
-        return {"status": "skipped", "note": f"{name}: fla's layer runs Triton kernels only, needs CUDA"}
+    why_not = peer_unavailable(device)
+    if why_not:
+        return {"status": "skipped", "note": f"{name}: {why_not}"}
     b, t = args.batch, args.seq_len
     layer, h, dk, dv = fla_kda_layer(base, device, dtype)
     x = leaf(b, t, base.d_model, device=device, dtype=dtype)
@@ -187,16 +197,9 @@ def measure_peer(name: str, base, args, device, dtype) -> dict:
     A_log, dt_bias = layer.A_log.detach().float(), layer.dt_bias.detach().float()
     op = fwd_bwd(lambda: kernel.kda_chunked_raw(q, k, v, f, beta, A_log, dt_bias), [q, k, v, f, beta])
     mixer_step = fwd_bwd(lambda: layer(x)[0], [x, *layer.parameters()])
-    proj_step, n_linear = projections_step(layer, b * t, device, dtype)
-    timing = dict(warmup=args.warmup, reps=args.reps, device=device)
-    mixer_ms, op_ms, proj_ms = (median_ms(step, **timing) for step in (mixer_step, op, proj_step))
-    overhead = mixer_ms / (op_ms + proj_ms) - 1
-    row = {"impl": f"fla.layers.{type(layer).__name__}", "parity": "peer (not gated)", "n_linear": n_linear,
-           "op": "fla.chunk_kda+fused_inputs (kda.kda_chunked_raw)", "mixer_ms": mixer_ms, "op_ms": op_ms,
-           "proj_ms": proj_ms, "overhead": overhead, "within_target": overhead <= args.target}
-    if args.profile:
-        row.update(profile_fields(mixer_step, device, args.profile))
-    return row
+    return {"impl": f"fla.layers.{type(layer).__name__}", "parity": "peer (not gated)",
+            "op": "fla.chunk_kda+fused_inputs (kda.kda_chunked_raw)",
+            **timed(layer, mixer_step, op, args, device, dtype)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -342,3 +342,24 @@ def test_mixer_overhead_peer_rows_and_bad_peers(tmp_path):
     assert "CUDA" in rows[1]["note"]
     with pytest.raises(ValueError, match="--peers must be among fla_kda"):
         mixer_overhead.main([*TINY, "--peers", "fla_gdn", "--out", str(tmp_path)])
+
+
+def test_mixer_overhead_peer_row_times_layer_op_and_projections(tmp_path, monkeypatch):
+    """The peer row's path, off CUDA: our KDA with fused inputs stands in for fla's layer and the
+    torch reference for fla's raw-input kernel; the row gets the same timing fields as ours."""
+    from attnbench.mixers.kda import KDA
+    from attnbench.ops.kda import kernel, reference
+
+    def stand_in(base, device, dtype):
+        layer = KDA(base.d_model, n_heads=2, head_dim=16, fuse_inputs=True, impl="torch").to(device=device, dtype=dtype)
+        return layer, 2, 16, 16
+
+    monkeypatch.setattr(mixer_overhead, "peer_unavailable", lambda device: None)
+    monkeypatch.setattr(mixer_overhead, "fla_kda_layer", stand_in)
+    monkeypatch.setattr(kernel, "kda_chunked_raw", reference.kda_chunked_raw)
+    rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--peers", "fla_kda", "--batch", "1", "--seq-len", "8",
+                                "--warmup", "0", "--reps", "1", "--out", str(tmp_path)])
+    peer = rows[1]
+    assert (peer["mixer"], peer["status"], peer["parity"]) == ("fla_kda", "ok", "peer (not gated)"), peer
+    assert peer["impl"] == "fla.layers.KDA" and peer["n_linear"] >= 6
+    assert peer["mixer_ms"] > 0 and peer["op_ms"] > 0 and math.isfinite(peer["overhead"])
