@@ -183,19 +183,6 @@ def test_prefill_forward_equals_the_lm_forward():
     assert len(state) == 4
 
 
-def test_mixer_overhead_end_to_end(tmp_path):
-    rows = mixer_overhead.main([*TINY, "model.impl=torch", "--batch", "2", "--seq-len", "33", "--warmup", "1",
-                                "--reps", "2", "--profile", "4", "--out", str(tmp_path)])
-    run_files(tmp_path)
-    assert [r["mixer"] for r in rows] == list(mixer_overhead.MIXERS)
-    for r in rows:
-        assert r["status"] == "ok", r
-        assert r["impl"].startswith("torch") and math.isfinite(r["overhead"]) and r["n_linear"] >= 2
-        assert r["mixer_ms"] > 0 and r["op_ms"] > 0 and r["proj_ms"] > 0
-        assert len(r["top_kernels"].split("; ")) == 4 and "aten::" in r["top_kernels"]  # 4 costliest ops
-        assert 0 < r["kernel_ms"] and r["kernels"] >= 4  # every op's self time and count in the profiled step
-
-
 # ---- parity gate, report, arguments ------------------------------------------------------------
 def test_parity_gate_verdicts(tmp_path):
     status = {"attention/sdpa": {"passed": False}, "mla/sdpa.absorbed": {"passed": True},
@@ -320,46 +307,3 @@ def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch, fuse):
     assert [(r["fuse"], r["status"]) for r in rows] == [(fuse, "ok")], rows
     assert all(r["step_check"] < 1e-5 for r in rows)
     assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not
-
-
-def test_mixer_overhead_times_both_conv_paths(tmp_path):
-    """--conv-kernel on off: every mixer once with the conv kernel allowed, the mixers with short
-    convs again on the chain; the switch is restored afterwards."""
-    from attnbench.mixers import layers
-
-    rows = mixer_overhead.main([*TINY, "--mixers", "attn,kda", "--batch", "1", "--seq-len", "8", "--warmup", "0",
-                                "--reps", "1", "--conv-kernel", "on", "off", "--out", str(tmp_path)])
-    assert [(r["mixer"], r["conv_kernel"], r["status"]) for r in rows] == [
-        ("attn", "on", "ok"), ("kda", "on", "ok"), ("kda", "off", "ok")]
-    assert layers.CONV_KERNEL is True
-
-
-def test_mixer_overhead_peer_rows_and_bad_peers(tmp_path):
-    """--peers fla_kda: fla's own layer gets a row of its own; off CUDA it is skipped with the reason."""
-    rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--peers", "fla_kda", "--batch", "1", "--seq-len", "8",
-                                "--warmup", "0", "--reps", "1", "--out", str(tmp_path)])
-    assert [(r["mixer"], r["status"]) for r in rows] == [("attn", "ok"), ("fla_kda", "skipped")]
-    assert "CUDA" in rows[1]["note"]
-    with pytest.raises(ValueError, match="--peers must be among fla_kda"):
-        mixer_overhead.main([*TINY, "--peers", "fla_gdn", "--out", str(tmp_path)])
-
-
-def test_mixer_overhead_peer_row_times_layer_op_and_projections(tmp_path, monkeypatch):
-    """The peer row's path, off CUDA: our KDA with fused inputs stands in for fla's layer and the
-    torch reference for fla's raw-input kernel; the row gets the same timing fields as ours."""
-    from attnbench.mixers.kda import KDA
-    from attnbench.ops.kda import kernel, reference
-
-    def stand_in(base, device, dtype):
-        layer = KDA(base.d_model, n_heads=2, head_dim=16, fuse_inputs=True, impl="torch").to(device=device, dtype=dtype)
-        return layer, 2, 16, 16
-
-    monkeypatch.setattr(mixer_overhead, "peer_unavailable", lambda device: None)
-    monkeypatch.setattr(mixer_overhead, "fla_kda_layer", stand_in)
-    monkeypatch.setattr(kernel, "kda_chunked_raw", reference.kda_chunked_raw)
-    rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--peers", "fla_kda", "--batch", "1", "--seq-len", "8",
-                                "--warmup", "0", "--reps", "1", "--out", str(tmp_path)])
-    peer = rows[1]
-    assert (peer["mixer"], peer["status"], peer["parity"]) == ("fla_kda", "ok", "peer (not gated)"), peer
-    assert peer["impl"] == "fla.layers.KDA" and peer["n_linear"] >= 6
-    assert peer["mixer_ms"] > 0 and peer["op_ms"] > 0 and math.isfinite(peer["overhead"])
