@@ -30,7 +30,8 @@
 #                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs and fla's
 #                      layer again (mixer_overhead_fused); each with its 12 costliest kernels
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
-#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused)
+#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused), with
+#                      Inductor options for all of them in COMPILE_OPTIONS (e.g. "combo_kernels=True")
 #                      at the reference size; both throughput stages profile a step per row
 #                      (TRAIN_PROFILE costliest kernels, and kernel time by kind)
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
@@ -105,7 +106,7 @@ stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/pr
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
   --archs "${COMPILED_ARCHS:-gpt,attn,attn_nope}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" \
-  --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQ_REF[@]}"
+  ${COMPILE_OPTIONS:+--compile-options $COMPILE_OPTIONS} --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"

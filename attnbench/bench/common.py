@@ -83,6 +83,27 @@ def parse_archs(text: str, extra: tuple[str, ...] = ()) -> list[str]:
     return archs
 
 
+def parse_compile_options(pairs: list[str]) -> dict:
+    """--compile-options KEY=VALUE ... -> torch.compile's ``options``: Inductor config keys
+    (torch._inductor.config), values as Python literals (True, 1, 0.5) or else strings."""
+    import ast
+
+    from torch._inductor import config
+
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--compile-options takes KEY=VALUE pairs; got {pair!r}")
+        if not hasattr(config, key):
+            raise ValueError(f"--compile-options: {key!r} is not an option of torch._inductor.config")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return options
+
+
 def base_model_config(overrides: list[str]):
     """The composed config's ``model`` node as a ModelConfig (validated by compose)."""
     from attnbench.config import compose

@@ -5,7 +5,8 @@
 
 Per architecture and sequence length T, batch = tokens_per_step // T (fixed tokens per step).
 Random tokens, next-token cross-entropy, AdamW (fused on CUDA); bf16 autocast on CUDA with fp32
-weights (as attnbench.train), fp32 on CPU; ``--compile`` wraps the model in torch.compile.
+weights (as attnbench.train), fp32 on CPU; ``--compile`` wraps the model in torch.compile, with
+``--compile-options`` (Inductor's, e.g. combo_kernels=True) for every model, the peers' too.
 ``--warmup`` untimed steps, then the median of ``--steps`` timed steps (CUDA events, synchronised:
 bench/timing.py). MFU uses bench/flops.py's count and the device's datasheet peak; the fraction of
 the measured matmul ceiling is printed beside it. Peers in the same run: ``gpt`` (a minimal SDPA
@@ -28,8 +29,8 @@ from __future__ import annotations
 import torch
 
 from . import figures
-from .common import (add_archs, base_model_config, failed, free_memory, guarded, parse_archs, parser, pick_device,
-                     print_table, Recorder)
+from .common import (add_archs, base_model_config, failed, free_memory, guarded, parse_archs,
+                     parse_compile_options, parser, pick_device, print_table, Recorder)
 from .gate import ParityGate, impls_text, refused_note
 from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
@@ -56,7 +57,7 @@ def train_step(trainee, module, idx, optimizer, amp_dtype):
 
 def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, hardware: dict) -> dict:
     """The measured fields of one row (raises on OOM; guarded() turns that into a row)."""
-    module = torch.compile(trainee.model) if args.compile else trainee.model
+    module = torch.compile(trainee.model, options=args.compile_options or None) if args.compile else trainee.model
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
     optimizer = torch.optim.AdamW(trainee.model.parameters(), lr=1e-4, fused=device.type == "cuda")
     idx = torch.randint(0, trainee.vocab_size, (batch, seq_len), device=device)
@@ -122,12 +123,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     ap.add_argument("--rounds", type=int, default=1, help="time every arch this many times, interleaved")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile-options", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="Inductor options for every compiled model, peers included (e.g. combo_kernels=True)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list each step's N costliest kernels")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet peak")
     ap.add_argument("--ceiling-n", type=int, default=None, help="matmul size for the measured ceiling")
     args = ap.parse_intermixed_args(argv)
     if args.rounds < 1:
         raise ValueError(f"--rounds must be a positive int; got {args.rounds}")
+    args.compile_options = parse_compile_options(args.compile_options)
     device, base = pick_device(args.device), base_model_config(args.overrides)
     gate = ParityGate(args.parity, args.strict_parity)
     hardware = peaks(device, args.peak_tflops, args.ceiling_n)

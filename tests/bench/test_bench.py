@@ -242,6 +242,25 @@ def test_bad_arguments_name_the_option():
         mixer_overhead.main([*TINY, "--mixers", "rwkv"])
 
 
+def test_compile_options_reach_every_compiled_model(tmp_path, monkeypatch):
+    """--compile-options KEY=VALUE: Inductor options parsed as literals, handed to torch.compile
+    for our model and the GPT peer alike; a key Inductor does not have is an error naming it."""
+    from attnbench.bench.common import parse_compile_options
+
+    assert parse_compile_options(["combo_kernels=True", "max_autotune_gemm_backends=ATEN"]) == {
+        "combo_kernels": True, "max_autotune_gemm_backends": "ATEN"}
+    with pytest.raises(ValueError, match="'combo' is not an option of torch._inductor.config"):
+        parse_compile_options(["combo=True"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_compile_options(["combo_kernels"])
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, options=None: seen.append(options) or model)
+    rows = throughput.main([*TINY, "--archs", "attn,gpt", "--seq-lens", "8", "--tokens-per-step", "16", "--warmup",
+                            "0", "--steps", "1", "--ceiling-n", "64", "--compile", "--compile-options",
+                            "combo_kernels=True", "--no-figures", "--out", str(tmp_path)])
+    assert [r["status"] for r in rows] == ["ok", "ok"] and seen == [{"combo_kernels": True}] * 2
+
+
 @pytest.mark.parametrize("module", [flops, throughput, prefill, decode, mixer_overhead, report])
 def test_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
