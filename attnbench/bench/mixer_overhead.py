@@ -35,6 +35,7 @@ from attnbench.mixers import layers
 
 from .common import Recorder, base_model_config, guarded, parser, pick_device, print_table
 from .gate import ParityGate, refused_note
+from .peers import fla_available, kda_heads
 from .prefill import DTYPES
 from .timing import fwd_bwd, median_ms, print_profiles, profile_fields
 
@@ -165,29 +166,22 @@ def timed(mixer: nn.Module, mixer_step, op_step, args, device, dtype) -> dict:
 
 
 def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
-    """fla's KimiDeltaAttention at model.mixers.kda's heads, with its (H, K, V); a RuntimeError when fla is absent."""
-    try:
-        from fla.layers import KimiDeltaAttention
-    except Exception as exc:  # noqa: BLE001  ImportError, or a Triton / transformers version error
-        raise RuntimeError(f"fla.layers not importable ({type(exc).__name__}: {exc})") from exc
+    """fla's KimiDeltaAttention at model.mixers.kda's heads, with its (H, K, V)."""
+    from fla.layers import KimiDeltaAttention
+
     kda = dict(base.mixers.get("kda", {}) or {})
-    heads, head_dim = kda.get("n_heads", 16), kda.get("head_dim", 128)
+    heads, head_dim = kda_heads(base)
     layer = KimiDeltaAttention(hidden_size=base.d_model, head_dim=head_dim, num_heads=heads,
                                conv_size=kda.get("conv_size", 4), use_short_conv=kda.get("use_short_conv", True))
     return layer.to(device=device, dtype=dtype), heads, head_dim, layer.head_v_dim
-
-
-def peer_unavailable(device: torch.device) -> str | None:
-    """Why fla's layer cannot run on this device, or None."""
-    return None if device.type == "cuda" else "fla's layer runs Triton kernels only, needs CUDA"
 
 
 def measure_peer(name: str, base, args, device, dtype) -> dict:
     """The fla layer, the op as it calls it, and its projections (fields as ``measure``)."""
     from attnbench.ops.kda import kernel
 
-    why_not = peer_unavailable(device)
-    if why_not:
+    usable, why_not = fla_available(device, "fla.layers", "KimiDeltaAttention")
+    if not usable:
         return {"status": "skipped", "note": f"{name}: {why_not}"}
     b, t = args.batch, args.seq_len
     layer, h, dk, dv = fla_kda_layer(base, device, dtype)
@@ -200,6 +194,19 @@ def measure_peer(name: str, base, args, device, dtype) -> dict:
     return {"impl": f"fla.layers.{type(layer).__name__}", "parity": "peer (not gated)",
             "op": "fla.chunk_kda+fused_inputs (kda.kda_chunked_raw)",
             **timed(layer, mixer_step, op, args, device, dtype)}
+
+
+def names_among(text: str, legal: tuple[str, ...], option: str, required: bool) -> list[str]:
+    """A comma-separated option's names, each one of ``legal`` (a ValueError naming the option)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if any(n not in legal for n in names) or (required and not names):
+        raise ValueError(f"{option} must be among {', '.join(legal)}; got {text!r}")
+    return names
+
+
+def new_row(name: str, conv_kernel: str, args, base) -> dict:
+    return dict(bench="mixer_overhead", mixer=name, conv_kernel=conv_kernel, batch=args.batch, seq_len=args.seq_len,
+                d_model=base.d_model)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -216,13 +223,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--conv-kernel", nargs="+", choices=("on", "off"), default=["on"],
                     help="short convs on fla's kernel (on) or the compiled chain (off); 'on off' times both")
     args = ap.parse_intermixed_args(argv)
-    names = [n.strip() for n in args.mixers.split(",") if n.strip()]
-    bad = [n for n in names if n not in MIXERS]
-    if bad or not names:
-        raise ValueError(f"--mixers must be among {', '.join(MIXERS)}; got {args.mixers!r}")
-    peers = [n.strip() for n in args.peers.split(",") if n.strip()]
-    if any(n not in PEERS for n in peers):
-        raise ValueError(f"--peers must be among {', '.join(PEERS)}; got {args.peers!r}")
+    names = names_among(args.mixers, MIXERS, "--mixers", required=True)
+    peers = names_among(args.peers, PEERS, "--peers", required=False)
     device, base = pick_device(args.device), base_model_config(args.overrides)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     gate = ParityGate(args.parity, args.strict_parity)
@@ -233,18 +235,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         for name, mode in runs:
             layers.CONV_KERNEL = mode == "on"
-            row = dict(bench="mixer_overhead", mixer=name, conv_kernel=mode, batch=args.batch, seq_len=args.seq_len,
-                       d_model=base.d_model)
-            guarded(row, lambda: measure(name, base, args, device, dtype, gate), device)
+            row = guarded(new_row(name, mode, args, base), lambda: measure(name, base, args, device, dtype, gate),
+                          device)
             print(f"{name}: {row['status']} overhead={row.get('overhead')} impl={row.get('impl')} op={row.get('op')}")
             key = name if mode == args.conv_kernel[0] else f"{name} (conv kernel {mode})"
             record.add([row], key, row.get("impl"))
     finally:
         layers.CONV_KERNEL = conv_kernel
     for name in peers:
-        row = dict(bench="mixer_overhead", mixer=name, conv_kernel="fla", batch=args.batch, seq_len=args.seq_len,
-                   d_model=base.d_model)
-        guarded(row, lambda: measure_peer(name, base, args, device, dtype), device)
+        row = guarded(new_row(name, "fla", args, base), lambda: measure_peer(name, base, args, device, dtype), device)
         print(f"{name}: {row['status']} overhead={row.get('overhead')} {row.get('note') or ''}")
         record.add([row], name, row.get("impl"))
     print_table(record.rows, COLUMNS)

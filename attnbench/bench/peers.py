@@ -6,6 +6,7 @@ Each is a ``Trainee``: the module, a loss on a token batch, FLOPs per token and 
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,14 +58,21 @@ def gpt_trainee(base, device: torch.device, max_len: int) -> Trainee:
                    base.vocab_size)
 
 
-def fla_available(device: torch.device) -> tuple[bool, str]:
+def fla_available(device: torch.device, module: str = "fla.models", name: str = "KDAForCausalLM") -> tuple[bool, str]:
+    """(True, "") when fla's ``module.name`` can run on ``device``, else (False, why not)."""
     if device.type != "cuda":
-        return False, "fla's KDAForCausalLM runs Triton kernels only: needs CUDA"
+        return False, f"fla's {name} runs Triton kernels only: needs CUDA"
     try:
-        from fla.models import KDAConfig, KDAForCausalLM  # noqa: F401
+        getattr(importlib.import_module(module), name)
     except Exception as exc:  # noqa: BLE001  ImportError, or transformers/triton version errors
-        return False, f"fla.models not importable ({type(exc).__name__}: {exc})"
+        return False, f"{module}.{name} not importable ({type(exc).__name__}: {exc})"
     return True, ""
+
+
+def kda_heads(base) -> tuple[int, int]:
+    """(heads, head_dim) of model.mixers.kda, with the KDA mixer's defaults: what fla's peers are sized by."""
+    kda = dict(base.mixers.get("kda", {}) or {})
+    return kda.get("n_heads", 16), kda.get("head_dim", 128)
 
 
 def linear_flops_per_token(model: nn.Module) -> float:
@@ -82,8 +90,7 @@ def fla_kda_trainee(base, device: torch.device) -> Trainee:
 
     from attnbench.models import resolved_d_ff
 
-    kda = dict(base.mixers.get("kda", {}) or {})
-    heads, head_dim = kda.get("n_heads", 16), kda.get("head_dim", 128)
+    heads, head_dim = kda_heads(base)
     config = KDAConfig(hidden_size=base.d_model, num_hidden_layers=base.n_layers, num_heads=heads, head_dim=head_dim,
                        vocab_size=base.vocab_size, intermediate_size=resolved_d_ff(base),
                        tie_word_embeddings=base.tie_embeddings, use_cache=False)

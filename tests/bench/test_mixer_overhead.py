@@ -56,7 +56,7 @@ def test_mixer_overhead_peer_row_times_layer_op_and_projections(tmp_path, monkey
         layer = KDA(base.d_model, n_heads=2, head_dim=16, fuse_inputs=True, impl="torch").to(device=device, dtype=dtype)
         return layer, 2, 16, 16
 
-    monkeypatch.setattr(mixer_overhead, "peer_unavailable", lambda device: None)
+    monkeypatch.setattr(mixer_overhead, "fla_available", lambda device, module, name: (True, ""))
     monkeypatch.setattr(mixer_overhead, "fla_kda_layer", stand_in)
     monkeypatch.setattr(kernel, "kda_chunked_raw", reference.kda_chunked_raw)
     rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--peers", "fla_kda", "--batch", "1", "--seq-len", "8",
