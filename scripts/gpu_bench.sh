@@ -28,7 +28,9 @@
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults; the short-conv mixers
 #                      with fla's conv kernel and again with the compiled chain; fla's own KDA layer
 #                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs and fla's
-#                      layer again (mixer_overhead_fused); each with its 12 costliest kernels
+#                      layer again (mixer_overhead_fused); each with its 12 costliest kernels, and each
+#                      timed again from CUDA graphs (device cost without launches); OVERHEAD_CONV="on" skips
+#                      the second conv path
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
 #   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused), with
 #                      Inductor options for all of them in COMPILE_OPTIONS (e.g. "combo_kernels=True")
@@ -96,10 +98,9 @@ stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" -
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 \
-  --conv-kernel on off --profile 12 \
-  "${OVERHEAD[@]}"
+  --conv-kernel ${OVERHEAD_CONV:-on off} --profile 12 --cuda-graph "${OVERHEAD[@]}"
 stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
-  --mixers kda,gdn --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 "${OVERHEAD[@]}" \
+  --mixers kda,gdn --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 --cuda-graph "${OVERHEAD[@]}" \
   model.mixers.kda.fuse_inputs=true \
   model.mixers.gdn.fuse_inputs=true
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \

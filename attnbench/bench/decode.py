@@ -60,7 +60,7 @@ from .common import (Recorder, add_archs, arch_config, base_model_config, failed
                      parse_archs, parser, pick_device, print_table, reps_for, synchronize, timed_once_ms)
 from .gate import ParityGate, impls_text, layer_impls, refused_note
 from .prefill import DTYPES
-from .timing import median_ms, profile_fields
+from .timing import graph_replay, median_ms, profile_fields
 
 SLOW_MS = 20.0  # above this a CUDA graph cannot matter (launches cost microseconds)
 FUSES = ("eager", "mixers", "step", "step_merged", "step_combo")
@@ -99,21 +99,6 @@ def copy_bandwidth_gbps(device, nbytes: int) -> float:
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src), warmup=3, reps=10, device=device)
     return 2 * nbytes / (ms * 1e-3) / 1e9
-
-
-def graph_replay(step, device):
-    """Capture ``step`` in a CUDA graph (after side-stream warm-up); returns graph.replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    synchronize(device)
-    return graph.replay
 
 
 def reference_twin(model):

@@ -18,6 +18,10 @@ step's N costliest kernels to each row (``top_kernels``) and prints them: where 
 ``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
 waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
 mixers with short convs twice in one run: convs on fla's Triton kernel, then on the compiled chain.
+``--cuda-graph`` times all three again, each replayed from a CUDA graph (graph_mixer_ms, graph_op_ms,
+graph_proj_ms, graph_overhead): the device's cost alone. An isolated layer's eager step waits on
+the host's launches (kernel_ms well under mixer_ms); in a graphed, or deep enough, training step
+they overlap the device's work, so graph_overhead is the glue's device cost.
 ``--peers fla_kda`` adds fla's own KimiDeltaAttention layer (heads and conv from model.mixers.kda),
 timed by the same measure against the op as that layer calls it (chunk_kda with q/k norm, gate
 and beta in-kernel, ops/kda.kda_chunked_raw) plus its own projections: the overhead the field's
@@ -37,13 +41,14 @@ from .common import Recorder, base_model_config, guarded, parser, pick_device, p
 from .gate import ParityGate, refused_note
 from .peers import fla_available, kda_heads
 from .prefill import DTYPES
-from .timing import fwd_bwd, median_ms, print_profiles, profile_fields
+from .timing import fwd_bwd, graph_replay, median_ms, print_profiles, profile_fields
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
 PEERS = ("fla_kda",)  # the field's own layers, by the same measure
-COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target", "op",
-           "impl", "parity", "note"]
+COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target",
+           "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead", "graph_note", "op", "impl", "parity",
+           "note"]
 
 
 def leaf(*shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
@@ -153,16 +158,41 @@ def measure(name: str, base, args, device, dtype, gate) -> dict:
 
 def timed(mixer: nn.Module, mixer_step, op_step, args, device, dtype) -> dict:
     """The row's timings: mixer, op and projections (median ms), the overhead and, with
-    --profile, the mixer step's costliest kernels."""
+    --profile, the mixer step's costliest kernels; with --cuda-graph the same three again,
+    each replayed from a CUDA graph (graph_*)."""
     proj_step, n_linear = projections_step(mixer, args.batch * args.seq_len, device, dtype)
-    timing = dict(warmup=args.warmup, reps=args.reps, device=device)
-    mixer_ms, op_ms, proj_ms = (median_ms(step, **timing) for step in (mixer_step, op_step, proj_step))
-    overhead = mixer_ms / (op_ms + proj_ms) - 1
-    row = {"n_linear": n_linear, "mixer_ms": mixer_ms, "op_ms": op_ms, "proj_ms": proj_ms, "overhead": overhead,
-           "within_target": overhead <= args.target}
+    steps = {"mixer": mixer_step, "op": op_step, "proj": proj_step}
+    row = {"n_linear": n_linear, **timings(steps, "", args, device)}
     if args.profile:
         row.update(profile_fields(mixer_step, device, args.profile))
+    if args.cuda_graph:
+        row.update(graphed_timings(steps, args, device))
     return row
+
+
+def timings(steps: dict, prefix: str, args, device) -> dict:
+    """{prefix}mixer_ms, op_ms, proj_ms, overhead and within_target from the three steps."""
+    ms = {name: median_ms(step, warmup=args.warmup, reps=args.reps, device=device) for name, step in steps.items()}
+    overhead = ms["mixer"] / (ms["op"] + ms["proj"]) - 1
+    return {**{f"{prefix}{name}_ms": value for name, value in ms.items()},
+            f"{prefix}overhead": overhead, f"{prefix}within_target": overhead <= args.target}
+
+
+def graphed_timings(steps: dict, args, device) -> dict:
+    """The device cost alone: each step captured in a CUDA graph and its replays timed, so no
+    host launch time counts (what a graphed or launch-hidden training step pays). Off CUDA, or
+    where a step cannot be captured, the graph_* fields stay empty and graph_note says why."""
+    if device.type != "cuda":
+        return {"graph_note": "no (CUDA graphs need a CUDA device)"}
+    try:
+        graphed = {name: graph_replay(step, device) for name, step in steps.items()}
+    except Exception as exc:  # noqa: BLE001  the eager timings stand; the row says why there are no others
+        torch.cuda.synchronize(device)
+        return {"graph_note": f"capture failed ({type(exc).__name__}: {str(exc)[:120]})"}
+    fields = timings(graphed, "graph_", args, device)
+    if args.profile:
+        fields["graph_kernel_ms"] = profile_fields(graphed["mixer"], device, args.profile)["kernel_ms"]
+    return {**fields, "graph_note": "yes"}
 
 
 def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
@@ -220,6 +250,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.10, help="largest acceptable overhead")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the mixer step's N costliest kernels")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also time mixer, op and projections replayed from CUDA graphs: device cost, no launches")
     ap.add_argument("--conv-kernel", nargs="+", choices=("on", "off"), default=["on"],
                     help="short convs on fla's kernel (on) or the compiled chain (off); 'on off' times both")
     args = ap.parse_intermixed_args(argv)

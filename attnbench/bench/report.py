@@ -25,7 +25,8 @@ COLUMNS = {
                "kernels", "kernel_ms", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps",
                "frac_of_copy_bw", "step_check", "parity", "impls", "note"],
     "mixer_overhead": ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target",
-                       "kernels", "kernel_ms", "op", "impl", "parity", "note"],
+                       "kernels", "kernel_ms", "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead",
+                       "graph_kernel_ms", "graph_note", "op", "impl", "parity", "note"],
 }
 ROUNDS_COLUMNS = ["arch", "seq_len", "compiled", "rounds", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max",
                   "over_gpt", "over_fla_kda"]

@@ -35,6 +35,23 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10, device:
     return statistics.median(times)
 
 
+def graph_replay(step: Callable[[], object], device: str | torch.device) -> Callable[[], None]:
+    """Capture ``step`` in a CUDA graph (after a side-stream warm-up, which also runs any
+    autotuning and compiling first) and return the graph's replay: the step's device work
+    without the host's launches. A step that backpropagates captures its backward too."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    torch.cuda.synchronize(device)
+    return graph.replay
+
+
 def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], grads_of: list[torch.Tensor]) -> Callable[[], None]:
     """A closure running forward then backward of ``fn`` with a fixed random output gradient."""
     cache: dict[str, torch.Tensor] = {}

@@ -65,3 +65,38 @@ def test_mixer_overhead_peer_row_times_layer_op_and_projections(tmp_path, monkey
     assert (peer["mixer"], peer["status"], peer["parity"]) == ("fla_kda", "ok", "peer (not gated)"), peer
     assert peer["impl"] == "fla.layers.KDA" and peer["n_linear"] >= 6
     assert peer["mixer_ms"] > 0 and peer["op_ms"] > 0 and math.isfinite(peer["overhead"])
+
+
+def test_mixer_overhead_cuda_graph_off_cuda_says_why(tmp_path):
+    """--cuda-graph on a CPU: the eager timings stand and graph_note says CUDA graphs need CUDA."""
+    rows = mixer_overhead.main([*TINY, "--mixers", "attn", "--batch", "1", "--seq-len", "8", "--warmup", "0",
+                                "--reps", "1", "--cuda-graph", "--out", str(tmp_path)])
+    assert rows[0]["status"] == "ok" and rows[0]["mixer_ms"] > 0
+    assert "graph_mixer_ms" not in rows[0] and "CUDA device" in rows[0]["graph_note"]
+
+
+def test_graphed_timings_from_replays(monkeypatch):
+    """The graphed fields come from timing each step's replay, with their own overhead; a step
+    that cannot be captured leaves them out and says why, and the eager fields stand."""
+    import types
+
+    import torch
+
+    calls = []
+    args = types.SimpleNamespace(warmup=0, reps=1, target=0.1, profile=0)
+    monkeypatch.setattr(mixer_overhead, "graph_replay", lambda step, device: step)
+    monkeypatch.setattr(mixer_overhead, "median_ms", lambda step, **kw: step())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    cuda = torch.device("cuda")
+    fields = mixer_overhead.graphed_timings({"mixer": lambda: 12.0, "op": lambda: 7.0, "proj": lambda: 3.0}, args, cuda)
+    assert fields["graph_mixer_ms"] == 12.0 and fields["graph_op_ms"] == 7.0 and fields["graph_proj_ms"] == 3.0
+    assert fields["graph_overhead"] == pytest.approx(0.2) and fields["graph_within_target"] is False
+    assert fields["graph_note"] == "yes"
+
+    def refuse(step, device):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(mixer_overhead, "graph_replay", refuse)
+    fields = mixer_overhead.graphed_timings({"mixer": lambda: 1.0}, args, cuda)
+    assert fields == {"graph_note": "capture failed (RuntimeError: operation not permitted when stream is capturing)"}
+    assert calls == ["sync"]
