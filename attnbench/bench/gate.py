@@ -11,8 +11,8 @@ from pathlib import Path
 MIXER_OPS = {"attn": ("attention",), "mla": ("mla",), "gdn": ("gdn", "gated_delta_rule"), "mamba2": ("ssd",),
              "kda": ("kda",)}
 # kernels that run around a mixer's main op, each with its own parity op: impl_ran ends in
-# "+<path>" when one ran ("fla.chunk_kda+fla.causal_conv1d": ops/short_conv's kernel did)
-COMPONENT_OPS = {"fla.causal_conv1d": "short_conv"}
+# "+<path>" when one ran ("fla.chunk_kda+fla.causal_conv1d_gluon": ops/short_conv's Gluon kernel did)
+COMPONENT_OPS = {"fla.causal_conv1d_gluon": "short_conv", "fla.causal_conv1d": "short_conv"}
 
 
 def layer_impls(model) -> list[tuple[str, str | None]]:

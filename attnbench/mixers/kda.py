@@ -17,7 +17,7 @@ fuse_inputs=True hands the kernel path's ops the raw q, k, gate and beta project
 chunk_kda and fused_recurrent_kda normalise, gate and sigmoid in-kernel (as fla's own layer).
 HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
 On the kernel path the short convs of a whole sequence run fla's conv kernel (ops/short_conv),
-and impl_ran says so: "fla.chunk_kda+fla.causal_conv1d".
+and impl_ran says which: "fla.chunk_kda+fla.causal_conv1d_gluon" (or "+fla.causal_conv1d").
 
 Decoding state, a flat dict: conv_q, conv_k [B, H·K, conv_size-1] and conv_v [B, HV·V,
 conv_size-1] in the model dtype (absent without short convs); S [B, HV, K, V] in at least
@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.kda import kernel as kda_kernel
-from ..ops.short_conv import kernel as conv_kernel
 from ..ops.kda import reference as kda_reference
 from .base import Mixer, State, check_impl, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, MergedStepProjections, ShortConv, l2norm
@@ -161,7 +160,7 @@ class DeltaRuleMixer(MergedStepProjections, Mixer):
         v = v.unflatten(-1, (self.HV, self.V))  # [B, T, HV, V]
         o, S = self._mix(p, q, k, v, None if state is None else state["S"], use_kernel)
         if self.use_short_conv and self.q_conv.ran_kernel:  # the gate checks short_conv's parity too
-            self.impl_ran += conv_kernel.SUFFIX
+            self.impl_ran += "+" + self.q_conv.impl_ran
 
         gate = self.output_gate_input(p)
         gate = None if gate is None else gate.unflatten(-1, (self.HV, self.V))

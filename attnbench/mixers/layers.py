@@ -106,9 +106,10 @@ class ShortConv(nn.Module):
     """Depthwise causal conv over time, x: [B, T, C] -> [B, T, C], optionally followed by SiLU.
 
     Decoding keeps the last ``kernel_size - 1`` inputs as state: [B, C, kernel_size - 1].
-    ``use_kernel=True`` (the mixer is on its kernel path) runs fla's Triton kernel where
-    ``conv_kernel_ready`` allows, else the chain; ``impl_ran`` records which ("fla.causal_conv1d"
-    or "torch") and ``why_chain`` why not the kernel.
+    ``use_kernel=True`` (the mixer is on its kernel path) runs fla's kernel where
+    ``conv_kernel_ready`` allows (its Gluon one where that takes the call, ops/short_conv), else
+    the chain; ``impl_ran`` records which ("fla.causal_conv1d_gluon", "fla.causal_conv1d" or
+    "torch") and ``why_chain`` why not a kernel.
     """
 
     def __init__(self, channels: int, kernel_size: int = 4, bias: bool = False, activation: str | None = "silu"):
@@ -127,16 +128,16 @@ class ShortConv(nn.Module):
 
     @property
     def ran_kernel(self) -> bool:
-        return self.impl_ran == conv_kernel.PATH
+        return self.impl_ran in conv_kernel.PATHS
 
     def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None, use_kernel: bool = False):
         """x [B, T, C] -> (y [B, T, C], the next window [B, C, W-1] when a state was given)."""
         weight = self.conv.weight[:, 0, :]  # [C, W]
         silu = self.activation == "silu"
         ready, self.why_chain = conv_kernel_ready(x, conv_state) if use_kernel else (False, "the mixer's torch path")
-        self.impl_ran = conv_kernel.PATH if ready else "torch"
+        self.impl_ran = conv_kernel.path_for(x, weight) if ready else "torch"
         if ready:
-            return conv_kernel.causal_conv_kernel(x, weight, self.conv.bias, silu), None
+            return conv_kernel.causal_conv_kernel(x, weight, self.conv.bias, silu, self.impl_ran), None
         window = None if conv_state is None else conv_state.transpose(1, 2)  # [B, W-1, C]
         y = causal_conv(x, window, weight, self.conv.bias, silu)
         if conv_state is None:

@@ -16,7 +16,7 @@ state_dtype=None keeps it in the model dtype)}.
 The kernel decode step updates state["ssm"] in place, as mamba_ssm does: always continue from
 the state that forward returns, and clone one you want to keep.
 On the kernel path the conv of a whole sequence runs fla's conv kernel (ops/short_conv), and
-impl_ran says so: "mamba_ssm.chunk_scan+fla.causal_conv1d".
+impl_ran says which: "mamba_ssm.chunk_scan+fla.causal_conv1d_gluon" (or "+fla.causal_conv1d").
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.short_conv import kernel as conv_kernel
 from ..ops.ssd import kernel, reference
 from .base import Mixer, State, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, ShortConv
@@ -131,7 +130,7 @@ class Mamba2(Mixer):
 
         y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)
         if self.conv.ran_kernel:  # the gate checks short_conv's parity too
-            self.impl_ran += conv_kernel.SUFFIX
+            self.impl_ran += "+" + self.conv.impl_ran
         y = y + self.D.to(y.dtype)[:, None] * xs  # D skip, per head
         out = self.out_proj(self.norm(y.flatten(-2), z))  # [B, T, D]
         if state is None:

@@ -50,20 +50,83 @@ def test_bad_inputs_raise_before_the_kernel_is_looked_up(x_shape, w_shape, bias_
         kernel.causal_conv_kernel(torch.zeros(x_shape, dtype=dtype), torch.zeros(w_shape), bias, True)
 
 
-def chain(x, weight, bias, silu):
+def chain(x, weight, bias, silu, path=kernel.PATH):
     return causal_conv(x, None, weight, bias, silu)
 
 
-def test_parity_rows_with_the_chain_standing_in_for_the_kernel(monkeypatch):
+@pytest.mark.parametrize("path", kernel.PATHS)
+def test_parity_rows_with_the_chain_standing_in_for_the_kernel(monkeypatch, path):
     """Every case gives output, dx, dweight, dbias rows under the path a mixer's impl_ran names;
     a stand-in equal to the reference passes with tiny errors."""
+    asked = []
     monkeypatch.setattr(parity, "SHAPE", dict(B=2, T=70, C=24, W=4))
-    monkeypatch.setattr(kernel, "causal_conv_kernel", chain)
-    rows = [r for case in parity.CASES for r in parity.case_rows(case, "cpu", torch.float32)]
+    monkeypatch.setattr(kernel, "causal_conv_kernel", lambda *args: asked.append(args[-1]) or chain(*args))
+    rows = [r for case in parity.CASES for r in parity.case_rows(case, "cpu", torch.float32, path)]
     assert [r["quantity"] for r in rows] == [f"{q} ({case})" for case in parity.CASES
                                              for q in ("output", "dx", "dweight", "dbias")]
-    assert {r["path"] for r in rows} == {kernel.PATH} and kernel.SUFFIX == "+" + kernel.PATH
+    assert {r["path"] for r in rows} == {path} and set(asked) == {path}
     assert all(r["op"] == "short_conv" and r["passed"] and r["rel_rms"] <= 1e-6 and r["tol"] == 1e-2 for r in rows)
+
+
+def test_parity_covers_both_paths_or_says_why_gluon_cannot_run(monkeypatch):
+    """On a GPU the cases run on the Triton path, then on the Gluon one; a Gluon kernel that
+    cannot load leaves one failed row under its own path, which refuses only that path."""
+    monkeypatch.setattr(parity, "case_rows", lambda case, device, dtype, path: [dict(path=path, case=case)])
+    monkeypatch.setattr(kernel, "available", lambda: (True, ""))
+    monkeypatch.setattr(kernel, "gluon_available", lambda: (True, ""))
+    rows = parity.cases("cuda", torch.float32)
+    n = len(parity.CASES)
+    assert [(r["path"], r["case"]) for r in rows] == [(p, c) for p in (kernel.PATH, kernel.GLUON_PATH)
+                                                      for c in parity.CASES]
+    monkeypatch.setattr(kernel, "gluon_available", lambda: (False, "no triton.experimental.gluon"))
+    rows = parity.cases("cuda", torch.float32)
+    assert len(rows) == n + 1 and rows[-1]["path"] == kernel.GLUON_PATH and not rows[-1]["passed"]
+    assert rows[-1]["note"] == "disabled: no triton.experimental.gluon"
+
+
+def test_path_for_takes_gluon_only_where_its_kernel_does(monkeypatch):
+    """fla's Gluon verifier's rules: widths 2-4, contiguous channels, no torch.distributed."""
+    x, w = torch.randn(2, 9, 8), torch.randn(8, 4)
+    monkeypatch.setattr(kernel, "gluon_available", lambda: (True, ""))
+    assert kernel.path_for(x, w) == kernel.GLUON_PATH
+    assert kernel.path_for(x, torch.randn(8, 5)) == kernel.PATH  # width 5
+    assert kernel.path_for(torch.randn(2, 9, 8, 2)[..., 0], w) == kernel.PATH  # channels strided
+    assert kernel.path_for(torch.randn(2, 9, 16)[..., 4:12], w) == kernel.GLUON_PATH  # a column slice is fine
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    assert kernel.path_for(x, w) == kernel.PATH
+    monkeypatch.setattr(kernel, "gluon_available", lambda: (False, "no gluon"))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    assert kernel.path_for(x, w) == kernel.PATH
+
+
+def test_gluon_autograd_function_hands_fla_its_arguments(monkeypatch):
+    """GluonConv calls fla's Gluon forward, then its backward on the saved x, weight and bias with
+    the activation; dx, dweight, dbias come back in that order (the chain stands in for fla)."""
+    calls = []
+
+    def forward_kernel(x, weight, bias, activation):
+        calls.append(("fwd", activation))
+        return causal_conv(x, None, weight, bias, activation == "silu"), None
+
+    def backward_kernel(x, dy, dht, weight, bias, activation):
+        calls.append(("bwd", activation, dht))
+        leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+        with torch.enable_grad():  # autograd runs a backward with grad mode off
+            causal_conv(leaves[0], None, leaves[1], leaves[2], activation == "silu").backward(dy)
+        return leaves[0].grad, leaves[1].grad, leaves[2].grad, None, None
+
+    monkeypatch.setattr(kernel, "_import_gluon", lambda: (forward_kernel, backward_kernel))
+    monkeypatch.setattr(kernel, "require", lambda x: None)
+    monkeypatch.setattr(kernel, "gluon_available", lambda: (True, ""))
+    x, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((2, 7, 6), (6, 4), (6,)))
+    y = kernel.causal_conv_kernel(x, w, b, True, kernel.GLUON_PATH)
+    y.square().sum().backward()
+    want = [t.detach().requires_grad_() for t in (x, w, b)]
+    causal_conv(want[0], None, want[1], want[2], True).square().sum().backward()
+    assert calls == [("fwd", "silu"), ("bwd", "silu", None)]
+    assert all(torch.allclose(got.grad, ref.grad) for got, ref in zip((x, w, b), want))
+    with pytest.raises(ValueError, match="path must be one of"):
+        kernel.causal_conv_kernel(x, w, b, True, "fla.causal_conv1d.cuda")
 
 
 def test_parity_inputs_are_as_under_autocast():
@@ -77,7 +140,7 @@ def test_parity_inputs_are_as_under_autocast():
 
 def test_a_wrong_or_refusing_kernel_fails_its_rows(monkeypatch):
     monkeypatch.setattr(parity, "SHAPE", dict(B=1, T=20, C=8, W=4))
-    monkeypatch.setattr(kernel, "causal_conv_kernel", lambda x, w, b, silu: 1.1 * chain(x, w, b, silu))
+    monkeypatch.setattr(kernel, "causal_conv_kernel", lambda x, w, b, silu, path: 1.1 * chain(x, w, b, silu))
     rows = parity.case_rows("silu", "cpu", torch.float32)
     assert not any(r["passed"] for r in rows if r["quantity"] != "dbias (silu)")
 

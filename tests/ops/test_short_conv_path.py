@@ -48,7 +48,7 @@ def conv_calls(monkeypatch):
     """fla's conv replaced by the chain, 'ready' wherever no state is given; returns its calls."""
     calls = []
 
-    def stand_in(x, weight, bias, silu):
+    def stand_in(x, weight, bias, silu, path=conv_kernel.PATH):
         calls.append((tuple(x.shape), bias is not None, silu))
         return layers.causal_conv(x, None, weight, bias, silu)
 
@@ -115,6 +115,28 @@ def test_the_kernel_path_runs_the_conv_kernel_and_says_so(stand_in_ops, conv_cal
     assert rel_rms(y, y_ref) <= 1e-10
     y.square().sum().backward()  # gradients flow through the stand-in to the conv weights
     assert all(p.grad is not None for n, p in fast.named_parameters() if "conv" in n)
+
+
+@pytest.mark.parametrize("name, main", [("kda", "fla.chunk_kda"), ("mamba2", "mamba_ssm.chunk_scan")])
+def test_where_gluon_takes_the_conv_the_record_says_so(stand_in_ops, conv_calls, monkeypatch, name, main):
+    monkeypatch.setattr(conv_kernel, "path_for", lambda x, weight: conv_kernel.GLUON_PATH)
+    _, fast = pair(name)
+    fast(torch.randn(2, 9, 16, dtype=torch.float64))
+    assert fast.impl_ran == f"{main}+fla.causal_conv1d_gluon" and conv_calls
+    assert split_impl(("x",), fast.impl_ran) == [(("x",), main), (("short_conv",), "fla.causal_conv1d_gluon")]
+
+
+def test_the_gate_keeps_the_two_conv_paths_apart(tmp_path):
+    """A passed Triton conv does not cover the Gluon one (no prefix of it), nor the reverse."""
+    main = {"kda/fla.chunk_kda": True}
+    gate = gate_for(tmp_path, {**main, "short_conv/fla.causal_conv1d": True}, strict=True)
+    assert gate.verdict([("kda", "fla.chunk_kda+fla.causal_conv1d_gluon")]) == (
+        False, "unchecked: short_conv/fla.causal_conv1d_gluon")
+    gate = gate_for(tmp_path, {**main, "short_conv/fla.causal_conv1d": True,
+                               "short_conv/fla.causal_conv1d_gluon": False})
+    assert gate.verdict([("kda", "fla.chunk_kda+fla.causal_conv1d_gluon")]) == (
+        False, "failed: short_conv/fla.causal_conv1d_gluon")
+    assert gate.verdict([("kda", "fla.chunk_kda" + CONV)]) == (True, "passed")
 
 
 @pytest.mark.parametrize("name", ["kda", "mamba2"])
@@ -184,7 +206,7 @@ def test_parity_rows_key_the_status_the_gate_reads(monkeypatch, tmp_path):
     from attnbench.ops.short_conv import parity
 
     monkeypatch.setattr(parity, "SHAPE", dict(B=1, T=20, C=8, W=4))
-    wrong = lambda x, w, b, silu: 1.1 * layers.causal_conv(x, None, w, b, silu)  # noqa: E731
+    wrong = lambda x, w, b, silu, path: 1.1 * layers.causal_conv(x, None, w, b, silu)  # noqa: E731
     monkeypatch.setattr(conv_kernel, "causal_conv_kernel", wrong)
     rows = parity.case_rows("silu", "cpu", torch.float32)
     status = {k: s["passed"] for k, s in path_status(rows).items()}
