@@ -87,13 +87,14 @@ def mamba2_inputs(mixer, b, t, device, dtype):
     x = leaf(b, t, h, p, device=device, dtype=dtype)  # [B, T, H, P]
     dt = (torch.rand(b, t, h, device=device) * 0.1 + 1e-3).requires_grad_()  # [B, T, H], float32 as the mixer
     A = (-torch.rand(h, device=device) * 15 - 1).requires_grad_()  # [H]
+    D = torch.ones(h, device=device, requires_grad=True)  # [H], the skip the op adds
     B_, C = leaf(b, t, g, n, device=device, dtype=dtype), leaf(b, t, g, n, device=device, dtype=dtype)
     if mixer.impl_ran.startswith("mamba_ssm"):
         fn = ("mamba_chunk_scan_combined",
-              lambda: kernel.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.kernel_chunk_size))
+              lambda: kernel.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.kernel_chunk_size, D=D))
     else:
-        fn = ("ssd_chunked (torch)", lambda: reference.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.chunk_size))
-    return [x, dt, A, B_, C], fn
+        fn = ("ssd_chunked (torch)", lambda: reference.ssd_chunked(x, dt, A, B_, C, chunk_size=mixer.chunk_size, D=D))
+    return [x, dt, A, B_, C, D], fn
 
 
 def delta_inputs(mixer, b, t, device, dtype):

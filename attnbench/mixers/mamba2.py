@@ -3,7 +3,7 @@
     z, x, B, C, dt = in_proj(u)                    one projection, D -> 2 d_inner + 2 G N + H
     x, B, C = SiLU(causal depthwise conv4([x, B, C]))
     dt = softplus(dt + dt_bias);  A = -exp(A_log)  per head
-    y = SSD(x, dt, A, B, C) + D x                  ops/ssd: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T
+    y = SSD(x, dt, A, B, C) + D x                  ops/ssd, the skip too: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T
     out = out_proj(RMSNorm_group(y * SiLU(z)))     gate first, then the norm (norm_before_gate=False)
 
 ngroups G: B and C have G groups shared by H / G heads each; the gated RMSNorm normalises each
@@ -128,29 +128,29 @@ class Mamba2(Mixer):
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
         A = -torch.exp(self.A_log.to(f32))  # [H]
 
-        y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)
+        y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)  # with the D skip
         if self.conv.ran_kernel:  # the gate checks short_conv's parity too
             self.impl_ran += "+" + self.conv.impl_ran
-        y = y + self.D.to(y.dtype)[:, None] * xs  # D skip, per head
         out = self.out_proj(self.norm(y.flatten(-2), z))  # [B, T, D]
         if state is None:
             return out, None
         return out, {"conv": conv_state, "ssm": h.to(state["ssm"].dtype)}
 
     def _ssd(self, x, dt, A, B, C, h0, use_kernel: bool):
-        """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step."""
-        want_state = h0 is not None
+        """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step.
+        Every op adds the D skip itself (mamba_ssm's kernels in-kernel, with its gradient)."""
+        want_state, D = h0 is not None, self.D
         if x.shape[1] == 1 and want_state:
             if use_kernel:
                 self.impl_ran = "mamba_ssm.state_update"
-                return kernel.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True, inplace=True)
+                return kernel.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True, inplace=True, D=D)
             self.impl_ran = "torch.recurrent"
-            return reference.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True)
+            return reference.ssd_recurrent(x, dt, A, B, C, h0, output_final_state=True, D=D)
         if use_kernel:
             self.impl_ran = "mamba_ssm.chunk_scan"
-            return kernel.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.kernel_chunk_size)
+            return kernel.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.kernel_chunk_size, D=D)
         self.impl_ran = "torch.chunked"
-        return reference.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.chunk_size)
+        return reference.ssd_chunked(x, dt, A, B, C, h0, want_state, chunk_size=self.chunk_size, D=D)
 
     # ---- accounting -------------------------------------------------------------------------
     def flops_per_token(self, context_len: int) -> float:

@@ -162,13 +162,13 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
 
     calls = []
 
-    def chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256):
-        calls.append(("chunked", chunk_size))
-        return reference.ssd_chunked(x, dt, A, B, C, initial_state, output_final_state, chunk_size)
+    def chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256, D=None):
+        calls.append(("chunked", chunk_size, D is m.D))  # the skip goes to the op
+        return reference.ssd_chunked(x, dt, A, B, C, initial_state, output_final_state, chunk_size, D=D)
 
-    def recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False):
-        calls.append(("recurrent", inplace))
-        y, h = reference.ssd_recurrent(x, dt, A, B, C, initial_state, output_final_state)
+    def recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False, D=None):
+        calls.append(("recurrent", inplace, D is m.D))
+        y, h = reference.ssd_recurrent(x, dt, A, B, C, initial_state, output_final_state, D=D)
         return y, (initial_state.copy_(h) if inplace else h)
 
     monkeypatch.setattr(mamba2, "kernel_ready", lambda x: (True, ""))
@@ -186,5 +186,5 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
         y, state = m(x[:, i:i + 1], state)
         assert m.impl_ran == "mamba_ssm.state_update" and state["ssm"] is ssm_before  # updated in place
         ys.append(y)
-    assert calls == [("chunked", 5), ("chunked", 5)] + [("recurrent", True)] * 3
+    assert calls == [("chunked", 5, True), ("chunked", 5, True)] + [("recurrent", True, True)] * 3
     assert rel_rms(torch.cat(ys, 1).detach(), full.detach()) <= 1e-10

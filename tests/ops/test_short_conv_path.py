@@ -84,10 +84,10 @@ def stand_in_ops(monkeypatch):
     monkeypatch.setattr(gdn.gdn_kernel, "chunk_path", lambda device=None: (gdn.gdn_kernel.VIA_KDA, "stand-in"))
     monkeypatch.setattr(gdn.gdn_kernel, "gdn_recurrent", gdn_ref.gdn_recurrent)
 
-    def recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False):
-        return ssd_ref.ssd_recurrent(x, dt, A, B, C, initial_state, output_final_state)
+    def recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False, D=None):
+        return ssd_ref.ssd_recurrent(x, dt, A, B, C, initial_state, output_final_state, D=D)
 
-    monkeypatch.setattr(mamba2.kernel, "ssd_chunked", lambda *a, chunk_size=256: ssd_ref.ssd_chunked(*a))
+    monkeypatch.setattr(mamba2.kernel, "ssd_chunked", lambda *a, chunk_size=256, D=None: ssd_ref.ssd_chunked(*a, D=D))
     monkeypatch.setattr(mamba2.kernel, "ssd_recurrent", recurrent)
 
 

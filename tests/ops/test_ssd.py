@@ -77,6 +77,20 @@ def test_chunked_equals_recurrent_with_gradients(T, h0, G):
         assert rel_rms(g1[name], g2[name]) <= 1e-8, name
 
 
+@pytest.mark.parametrize("T", [1, 63, 65])
+def test_the_d_skip_adds_d_x_in_both_forms_with_gradients(T):
+    """y(D) = y(no D) + D x per head, chunked == recurrent with dD, and D's shape is checked."""
+    inputs = {**make(T=T, G=2), "D": 0.5 + torch.rand(4, dtype=torch.float64)}
+    y1, s1, g1 = run_with_grads(ssd_chunked, inputs)
+    y2, s2, g2 = run_with_grads(ssd_recurrent, inputs)
+    assert rel_rms(y1, y2) <= 1e-8 and rel_rms(s1, s2) <= 1e-8
+    assert set(g1) == {*NAMES, "D"} and all(rel_rms(g1[n], g2[n]) <= 1e-8 for n in g1)
+    y_plain, _ = ssd_chunked(**{**inputs, "D": None})
+    assert rel_rms(y1, y_plain + inputs["D"][:, None] * inputs["x"]) <= 1e-12
+    with pytest.raises(ValueError, match="D must be"):
+        ssd_recurrent(**{**inputs, "D": torch.ones(4, 1, dtype=torch.float64)})
+
+
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 300])
 def test_chunk_size_does_not_change_the_result(chunk_size):
     inputs = make(T=65, G=2)
@@ -178,5 +192,6 @@ def test_parity_rows_plumbing(monkeypatch):
     monkeypatch.setattr(parity.kernel, "ssd_recurrent", ssd_recurrent)
     rows = parity.chunk_scan_rows("cpu", torch.float32) + parity.state_update_rows("cpu", torch.float32)
     quantities = [r["quantity"] for r in rows]
-    assert quantities == ["y", "final_state", "dx", "ddt", "dA", "dB", "dC", "dinitial_state", "y", "final_state"]
+    assert quantities == ["y", "final_state", "dx", "ddt", "dA", "dB", "dC", "dinitial_state", "dD", "y",
+                          "final_state"]
     assert all(r["passed"] and r["rel_rms"] <= 1e-5 and r["tol"] == 1e-2 for r in rows)

@@ -6,7 +6,7 @@
   (forward only, one call per token: the decode step).
 
 Both take dt already softplus'd, so the kernels run with dt_softplus=False and no dt_bias;
-the D skip and the gate stay in the mixer (D=None, z=None). mamba_ssm is imported lazily:
+the D skip runs in the kernels (its gradient too), the gate stays in the mixer (z=None). mamba_ssm is imported lazily:
 ``import mamba_ssm`` needs its compiled CUDA extension, and ``available()`` says why not.
 """
 from __future__ import annotations
@@ -70,24 +70,24 @@ def _require(*tensors: torch.Tensor):
     return _import_kernels()
 
 
-def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256):
+def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=256, D=None):
     """mamba_chunk_scan_combined; shapes and returns as ``reference.ssd_chunked``.
 
     Defaults to chunk_size 256 (mamba_ssm's Mamba2 default, tuned for its kernels). y comes
     back in x.dtype, the final state in float32 (the kernel accumulates states in float32).
     """
-    check_ssd_inputs(x, dt, A, B, C, initial_state)
+    check_ssd_inputs(x, dt, A, B, C, initial_state, D)
     chunk_scan, _ = _require(x, dt, A, B, C)
     out = chunk_scan(
         x=x, dt=dt, A=A, B=B, C=C, chunk_size=chunk_size,
-        D=None, z=None, dt_bias=None, dt_softplus=False,
+        D=D, z=None, dt_bias=None, dt_softplus=False,
         initial_states=initial_state, seq_idx=None,
         return_final_states=output_final_state,
     )
     return (out[0], out[1]) if output_final_state else (out, None)
 
 
-def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False):
+def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, inplace=False, D=None):
     """selective_state_update once per token; shapes and returns as ``reference.ssd_recurrent``.
 
     Forward only (the kernel has no backward). The state is held in float32, or in
@@ -95,7 +95,7 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, 
     ``initial_state`` itself and returns it as the final state, as mamba_ssm's decode step
     does: that saves one copy of the state per token, and the caller must not reuse it.
     """
-    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state)
+    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state, D)
     _, state_update = _require(x, dt, A, B, C)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C)):
         raise RuntimeError("mamba_ssm's selective_state_update has no backward; use ssd_chunked to train")
@@ -106,14 +106,14 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, 
     # Stride-0 broadcasts make the kernel take its "tied head dim" path: one scalar dt and A per head.
     A_hpn = A.float()[:, None, None].expand(H, P, N)  # [H, P, N]
     zero_bias = dt.new_zeros(H)[:, None].expand(H, P)  # [H, P]; the kernel reads dt_bias's strides
-    # mamba_ssm 2.3.2 also unpacks D's strides unconditionally (D=None raises TypeError), so the
-    # D skip (which lives in our mixer) is passed as zeros: y + 0·x == y.
-    zero_skip = x.new_zeros(H)[:, None].expand(H, P)  # [H, P]
+    # mamba_ssm 2.3.2 also unpacks D's strides unconditionally (D=None raises TypeError), so no
+    # skip is passed as zeros: y + 0·x == y.
+    skip = (x.new_zeros(H) if D is None else D)[:, None].expand(H, P)  # [H, P]
     ys = []
     for t in range(T):
         ys.append(state_update(
             state, x[:, t], dt[:, t, :, None].expand(batch, H, P), A_hpn, B[:, t], C[:, t],
-            D=zero_skip, z=None, dt_bias=zero_bias, dt_softplus=False,
+            D=skip, z=None, dt_bias=zero_bias, dt_softplus=False,
         ))  # [B, H, P]; state updated in place
     y = torch.stack(ys, 1) if ys else x.new_zeros(batch, 0, H, P)
     return y, (state if output_final_state else None)

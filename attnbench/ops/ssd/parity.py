@@ -19,7 +19,8 @@ SHAPE = dict(batch=2, T=1000, H=8, P=64, N=128, G=1)
 
 
 def make_inputs(device, dtype, batch, T, H, P, N, G, seed=0) -> dict[str, torch.Tensor]:
-    """Inputs shaped like a Mamba2 layer's at init: dt ~ logU(1e-3, 0.1), A ~ -U(1, 16)."""
+    """Inputs shaped like a Mamba2 layer's at init: dt ~ logU(1e-3, 0.1), A ~ -U(1, 16), and a
+    D skip ~ U(0.5, 1.5) (the mixer's starts at 1)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def rand(*shape):
@@ -29,9 +30,10 @@ def make_inputs(device, dtype, batch, T, H, P, N, G, seed=0) -> dict[str, torch.
     tensors = dict(
         x=rand(batch, T, H, P), dt=log_dt.exp(), A=-(1 + 15 * torch.rand(H, generator=gen)),
         B=rand(batch, T, G, N), C=rand(batch, T, G, N), initial_state=rand(batch, H, P, N),
+        D=0.5 + torch.rand(H, generator=gen),
     )
-    # A stays float32, as mamba_ssm's Mamba2 passes it (A = -exp(A_log.float())).
-    return {k: v.to(device, torch.float32 if k == "A" else dtype) for k, v in tensors.items()}
+    # A and D stay float32, as the mixer's parameters (A = -exp(A_log.float())).
+    return {k: v.to(device, torch.float32 if k in ("A", "D") else dtype) for k, v in tensors.items()}
 
 
 def _grads(fn, inputs, dy, dstate, **kw):

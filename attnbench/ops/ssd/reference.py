@@ -17,9 +17,10 @@ L[t, s] = exp(a_{s+1} + ... + a_t) for s <= t and 0 above the diagonal (log a_t 
 
 Layout: x [B, T, H, P], dt [B, T, H] (positive, already softplus'd), A [H] (negative),
 B and C [B, T, G, N] with head h reading group h // (H / G), state [B, H, P, N] (mamba_ssm's
-layout; fla's simple GLA keeps the transpose [B, H, N, P]). The D skip and the output gate
-belong to the mixer. Both forms compute in float32 at least (float64 input stays float64),
-return y in x.dtype and the final state in the compute dtype. All exponents are <= 0.
+layout; fla's simple GLA keeps the transpose [B, H, N, P]). D [H], optional: the skip
+y_t += D x_t per head, added before the cast as mamba_ssm's kernels do; the output gate belongs
+to the mixer. Both forms compute in float32 at least (float64 input stays float64), return y in
+x.dtype and the final state in the compute dtype. All exponents are <= 0.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 
-def check_ssd_inputs(x, dt, A, B, C, initial_state=None) -> tuple[int, int, int, int, int, int]:
+def check_ssd_inputs(x, dt, A, B, C, initial_state=None, D=None) -> tuple[int, int, int, int, int, int]:
     """Raise ValueError unless the shapes fit; return (batch, T, H, P, G, N)."""
     if x.dim() != 4:
         raise ValueError(f"x must be [B, T, H, P]; got shape {tuple(x.shape)}")
@@ -43,7 +44,14 @@ def check_ssd_inputs(x, dt, A, B, C, initial_state=None) -> tuple[int, int, int,
     G, N = B.shape[2:]
     if initial_state is not None and initial_state.shape != (batch, H, P, N):
         raise ValueError(f"initial_state must be [B, H, P, N] = {(batch, H, P, N)}; got {tuple(initial_state.shape)}")
+    if D is not None and D.shape != (H,):
+        raise ValueError(f"D must be [H] = ({H},); got {tuple(D.shape)}")
     return batch, T, H, P, G, N
+
+
+def skip(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
+    """y + D x per head (y in the compute dtype), or y without D."""
+    return y if D is None else y + D.to(y.dtype)[:, None] * x.to(y.dtype)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -64,12 +72,12 @@ def segsum(log_a: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(~torch.tril(ones), float("-inf"))
 
 
-def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False):
-    """Eq. (2), one token at a time: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = h_t C_t.
+def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, D=None):
+    """Eq. (2), one token at a time: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = h_t C_t (+ D x_t).
 
     Returns (y [B, T, H, P], final state [B, H, P, N] or None).
     """
-    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state)
+    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state, D)
     ct = compute_dtype(x)
     R = H // G  # heads per group
     dt, A, B, C = (u.to(ct) for u in (dt, A, B, C))
@@ -86,19 +94,19 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False):
         ys.append((h @ C_t).squeeze(-1))  # [B, G, R, P]
     y = torch.stack(ys, 1) if ys else x.new_zeros(batch, 0, G, R, P, dtype=ct)
     final = h.reshape(batch, H, P, N) if output_final_state else None
-    return y.reshape(batch, T, H, P).to(x.dtype), final
+    return skip(y.reshape(batch, T, H, P), x, D).to(x.dtype), final
 
 
-def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=64):
+def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size=64, D=None):
     """The SSD block decomposition (§6): same result as ``ssd_recurrent``, in batched matmuls.
 
     T need not divide ``chunk_size``: the tail is padded with dt = 0, which makes a padded token
     an identity step (decay exp(0) = 1, input 0), so the final state is that of token T.
     """
-    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state)
+    batch, T, H, P, G, N = check_ssd_inputs(x, dt, A, B, C, initial_state, D)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
-    ct, out_dtype = compute_dtype(x), x.dtype
+    ct, out_dtype, x_in = compute_dtype(x), x.dtype, x
     R, L = H // G, chunk_size
     n_chunks = max(1, -(-T // L))
     pad = n_chunks * L - T
@@ -144,4 +152,4 @@ def ssd_chunked(x, dt, A, B, C, initial_state=None, output_final_state=False, ch
 
     y = y.reshape(batch, n_chunks * L, H, P)[:, :T]  # [B, T, H, P]
     final = h.reshape(batch, H, P, N) if output_final_state else None
-    return y.to(out_dtype), final
+    return skip(y, x_in, D).to(out_dtype), final
