@@ -148,22 +148,26 @@ def ssd():
 
 
 def short_conv():
-    """fla's conv at the channel counts that run it: KDA/GDN q, k, v (H·K) and Mamba2's x, B, C
-    (2·D + 2·128) at D=1024 (throughput) and D=2048 (mixer_overhead), and parity's."""
+    """fla's convs (Triton, and Gluon where it imports) at the channel counts that run them: KDA/GDN
+    q, k, v (H·K) and Mamba2's x, B, C (2·D + 2·128) at D=1024 (throughput) and D=2048
+    (mixer_overhead), and parity's. The Gluon kernels do not autotune, but compile per count."""
     from attnbench.ops.short_conv import kernel
 
     yield "import fla.modules.causal_conv1d", lambda: kernel.available()[0] or _raise(kernel.available()[1]), False
-    for B, T, C in ((8, 2048, 1024), (8, 2048, 2304), (8, 2048, 2048), (8, 2048, 4352), (2, 1000, 1024),
-                    (2, 1000, 1280)):
-        yield f"causal_conv1d fwd+bwd B={B} T={T} C={C}", lambda B=B, T=T, C=C: _conv_fwd_bwd(B, T, C), False
+    paths = [path for path in kernel.PATHS if path == kernel.PATH or kernel.gluon_available()[0]]
+    for path in paths:
+        for B, T, C in ((8, 2048, 1024), (8, 2048, 2304), (8, 2048, 2048), (8, 2048, 4352), (2, 1000, 1024),
+                        (2, 1000, 1280)):
+            yield (f"{path} fwd+bwd B={B} T={T} C={C}",
+                   lambda B=B, T=T, C=C, path=path: _conv_fwd_bwd(B, T, C, path), False)
 
 
-def _conv_fwd_bwd(B, T, C) -> None:
+def _conv_fwd_bwd(B, T, C, path) -> None:
     from attnbench.ops.short_conv import kernel
 
     x = randn(B, T, C).requires_grad_()
     w, b = randn(C, 4, dtype=F32).requires_grad_(), randn(C, dtype=F32).requires_grad_()
-    kernel.causal_conv_kernel(x, w, b, silu=True).float().sum().backward()  # bf16 x, float32 weights: autocast's
+    kernel.causal_conv_kernel(x, w, b, True, path).float().sum().backward()  # bf16 x, float32 weights: autocast's
 
 
 def fla_model():
