@@ -18,7 +18,7 @@
 #   1. parity          kernel_status.json: every kernel path vs its reference, bf16
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
-#                      KDAForCausalLM and our architectures (kda_fused: KDA with fuse_inputs); ROUNDS=N
+#                      KDAForCausalLM and our architectures (kda_unfused: KDA with fuse_inputs=false); ROUNDS=N
 #                      times each N times interleaved, ratios to the peers taken per round
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1,
 #                      whole-step compiled with merged projections, without and with combo kernels (DECODE_FUSE,
@@ -27,18 +27,18 @@
 #                      4k..128k at batch 16 (batch x L <= 2M tokens)
 #   4. mixer_overhead  B=8, T=2048, D=2048, 16x128 (Mamba2 at mamba_ssm's defaults; the short-conv mixers
 #                      with fla's conv kernel and again with the compiled chain; fla's own KDA layer
-#                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs and fla's
-#                      layer again (mixer_overhead_fused); each with its 12 costliest kernels, and each
+#                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs=false and
+#                      fla's layer again (mixer_overhead_unfused); each with its 12 costliest kernels, and each
 #                      timed again from CUDA graphs (device cost without launches); OVERHEAD_CONV="on" skips
 #                      the second conv path
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
-#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda_fused), with
+#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda), with
 #                      Inductor options for all of them in COMPILE_OPTIONS (e.g. "combo_kernels=True")
 #                      at the reference size; both throughput stages profile a step per row
 #                      (TRAIN_PROFILE costliest kernels, and kernel time by kind)
 # Everything but parity reads --parity kernel_status.json and refuses paths that failed.
 # BUDGET_S (default 540) bounds the whole run; each stage has its own limit (WARMUP_S, PARITY_S, THROUGHPUT_S,
-# DECODE_S, OVERHEAD_S, OVERHEAD_FUSED_S, COMPILED_S); SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
+# DECODE_S, OVERHEAD_S, OVERHEAD_UNFUSED_S, COMPILED_S); SMOKE=1 runs it on a CPU at tiny sizes (a dry run).
 # $OUT receives (<= 8 files): report.md (all tables), gpu_bench.log, bench_runs.tar.gz (every run
 # folder with CSV/JSON/env/figures, and the parity folder), four figures and kernel_configs.tar.gz
 # (after a warmup; to commit it: tar -xzf kernel_configs.tar.gz && mv kernel_configs
@@ -49,7 +49,7 @@ WORK=${WORK:-/tmp/attnbench_gpu_bench}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_bench.log"
 source scripts/gpu_env.sh >>"$LOG" 2>&1  # env, wheels from .whl/, Triton cache
-STAGES=${STAGES:-warmup parity throughput decode mixer_overhead mixer_overhead_fused prefill throughput_compiled}
+STAGES=${STAGES:-warmup parity throughput decode mixer_overhead mixer_overhead_unfused prefill throughput_compiled}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 DEADLINE=$((SECONDS + ${BUDGET_S:-540}))  # the device tool stops a command at 600 s: leave time to pack
@@ -91,7 +91,7 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
   GATE=(); echo "WARNING: no $STATUS: the benchmarks below run UNGATED (rows say 'no gate')" | tee -a "$LOG"; fi
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
-  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_fused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
+  --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_unfused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
   --rounds "${ROUNDS:-1}" --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step_merged step_combo} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
@@ -99,10 +99,10 @@ stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" -
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 \
   --conv-kernel ${OVERHEAD_CONV:-on off} --profile 12 --cuda-graph "${OVERHEAD[@]}"
-stage mixer_overhead_fused "${OVERHEAD_FUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_fused" \
+stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_unfused" \
   --mixers kda,gdn --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 --cuda-graph "${OVERHEAD[@]}" \
-  model.mixers.kda.fuse_inputs=true \
-  model.mixers.gdn.fuse_inputs=true
+  model.mixers.kda.fuse_inputs=false \
+  model.mixers.gdn.fuse_inputs=false
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

@@ -38,10 +38,11 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "mamba2": {"pattern": "S", "ratio": None},
     "kda": {"pattern": "K", "ratio": None},
     "kda_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla"},
-    # KDA with fla's in-kernel q/k norm, gate and beta sigmoid (mixers/kda.py fuse_inputs)
-    "kda_fused": {"pattern": "K", "ratio": None, "mixer_options": {"kda": {"fuse_inputs": True}}},
-    "kda_fused_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
-                           "mixer_options": {"kda": {"fuse_inputs": True}}},
+    # KDA without fla's in-kernel q/k norm, gate and beta sigmoid (mixers/kda.py fuse_inputs=False):
+    # the mixer makes them, as the default did before 2026-12-03
+    "kda_unfused": {"pattern": "K", "ratio": None, "mixer_options": {"kda": {"fuse_inputs": False}}},
+    "kda_unfused_mla_3to1": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",
+                             "mixer_options": {"kda": {"fuse_inputs": False}}},
     # MLA decode steps as cuBLAS matmuls instead of the Triton flash-decoding kernel: its baseline
     "mla_matmul": {"pattern": "M", "ratio": None, "mixer_options": {"mla": {"decode_kernel": "matmul"}}},
     "kda_mla_3to1_matmul": {"pattern": None, "ratio": "3:1", "linear": "kda", "global_attn": "mla",

@@ -14,7 +14,7 @@ Everything else (convs, state, routing, FLOPs) is shared with KDA: see DeltaRule
 
 Kernel paths: training and prefill run fla's chunk_gated_delta_rule, or, on Hopper with Triton
 < 3.7.1 where fla refuses that kernel's backward, chunk_kda with the gate broadcast over K
-(``ops.gated_delta_rule.kernel.chunk_path``); ``kernel_path`` forces one. fuse_inputs=True hands
+(``ops.gated_delta_rule.kernel.chunk_path``); ``kernel_path`` forces one. fuse_inputs=True (the default) hands
 either the raw q, k, gate and beta projections to normalise and sigmoid in-kernel (and, through
 chunk_kda, to gate). Decode steps run fla's fused_recurrent_gated_delta_rule.
 """
@@ -38,7 +38,7 @@ class GatedDeltaNet(DeltaRuleMixer):
                  expand_v: float = 1, conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "swish",
                  chunk_size: int = 64, norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0),
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 kernel_path: str = "auto", fuse_inputs: bool = False, impl: str = "auto"):
+                 kernel_path: str = "auto", fuse_inputs: bool = True, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, expand_v, conv_size, use_short_conv,
                          output_gate, chunk_size, norm_eps, impl)
         if kernel_path not in KERNEL_PATHS:

@@ -13,8 +13,10 @@ run every projection of x as one GEMV (merge_step_projections, layers.MergedStep
 
 Init as fla: A = exp(A_log) ~ U(1, 16) per value head; softplus(dt_bias) ~ logU(1e-3, 0.1) per
 channel. Kimi Table 1 ablations: output_gate='swish' or 'none', use_short_conv=False (SiLU only).
-fuse_inputs=True hands the kernel path's ops the raw q, k, gate and beta projections, which fla's
-chunk_kda and fused_recurrent_kda normalise, gate and sigmoid in-kernel (as fla's own layer).
+fuse_inputs=True (the default) hands the kernel path's ops the raw q, k, gate and beta projections,
+which fla's chunk_kda and fused_recurrent_kda normalise, gate and sigmoid in-kernel (as fla's own
+layer): on an H200 the layer's forward+backward took 8.3 instead of 9.0 ms and decoding was no
+slower (results/bench/README.md, 2026-12-03). The torch path always runs the unfused equations.
 HV = n_v_heads > H gives grouped value heads (value head i reads q/k head i // (HV/H)).
 On the kernel path the short convs of a whole sequence run fla's conv kernel (ops/short_conv),
 and impl_ran says which: "fla.chunk_kda+fla.causal_conv1d_gluon" (or "+fla.causal_conv1d").
@@ -219,7 +221,7 @@ class KDA(DeltaRuleMixer):
     def __init__(self, d_model: int, n_heads: int = 16, head_dim: int | None = 128, n_v_heads: int | None = None,
                  conv_size: int = 4, use_short_conv: bool = True, output_gate: str = "sigmoid", chunk_size: int = 64,
                  norm_eps: float = 1e-5, A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 1e-3,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, fuse_inputs: bool = False, impl: str = "auto"):
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, fuse_inputs: bool = True, impl: str = "auto"):
         super().__init__(d_model, n_heads, head_dim, n_v_heads, 1, conv_size, use_short_conv,
                          output_gate, chunk_size, norm_eps, impl)
         if not isinstance(fuse_inputs, bool):

@@ -117,7 +117,7 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch, kernel_path, chosen, 
     monkeypatch.setitem(kernel.CHUNKED, kernel.NATIVE, reference.gdn_chunked)
     monkeypatch.setattr(kernel.kda_kernel, "kda_chunked", kda_reference.kda_chunked)
     monkeypatch.setattr(kernel, "gdn_recurrent", reference.gdn_recurrent)
-    m = small(impl="kernel", kernel_path=kernel_path, n_v_heads=4)
+    m = small(impl="kernel", kernel_path=kernel_path, n_v_heads=4, fuse_inputs=False)  # the mixer's own passes
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     full, _ = m(x)
     assert m.impl_ran == want

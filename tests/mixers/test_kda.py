@@ -160,7 +160,7 @@ def test_kernel_routing_with_stand_in_kernels(monkeypatch):
 
     monkeypatch.setattr(kernel, "kda_chunked", chunked)
     monkeypatch.setattr(kernel, "kda_recurrent", recurrent)
-    m = small(impl="kernel")
+    m = small(impl="kernel", fuse_inputs=False)  # the mixer normalises, gates and sigmoids itself
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     full, _ = m(x)
     assert m.impl_ran == "fla.chunk_kda"
@@ -236,3 +236,17 @@ def test_flops_per_token_formula():
     mix = 4 * (6 * 8 * 8 + 3 * 4 * 8 + 4 * 4)
     assert m.flops_per_token(1024) == proj + mix
     assert m.flops_per_token(1024) == m.flops_per_token(8192)
+
+
+def test_fused_inputs_are_the_default_in_the_mixers_and_the_configs():
+    """Since 2026-12-03 the kernel path hands fla the raw inputs unless told otherwise."""
+    from pathlib import Path
+
+    import yaml
+
+    from attnbench.mixers.gdn import GatedDeltaNet
+
+    assert KDA(16, n_heads=2, head_dim=8).fuse_inputs and GatedDeltaNet(16, n_heads=2, head_dim=8).fuse_inputs
+    configs = Path(__file__).resolve().parents[2] / "configs" / "mixer"
+    for name in ("kda", "gdn"):
+        assert yaml.safe_load((configs / name / "default.yaml").read_text())["fuse_inputs"] is True

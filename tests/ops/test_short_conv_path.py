@@ -101,9 +101,10 @@ def pair(name, **kw):
 
 
 @pytest.mark.parametrize("name, kw, main, n_convs", [
-    ("kda", {}, "fla.chunk_kda", 3),
-    ("kda", {"fuse_inputs": True}, "fla.chunk_kda+fused_inputs", 3),
-    ("gdn", {}, "fla.chunk_kda(gdn)", 3),
+    ("kda", {"fuse_inputs": False}, "fla.chunk_kda", 3),
+    ("kda", {}, "fla.chunk_kda+fused_inputs", 3),  # fused inputs: the default
+    ("gdn", {"fuse_inputs": False}, "fla.chunk_kda(gdn)", 3),
+    ("gdn", {}, "fla.chunk_kda(gdn)+fused_inputs", 3),
     ("mamba2", {}, "mamba_ssm.chunk_scan", 1),
 ])
 def test_the_kernel_path_runs_the_conv_kernel_and_says_so(stand_in_ops, conv_calls, name, kw, main, n_convs):
@@ -117,7 +118,7 @@ def test_the_kernel_path_runs_the_conv_kernel_and_says_so(stand_in_ops, conv_cal
     assert all(p.grad is not None for n, p in fast.named_parameters() if "conv" in n)
 
 
-@pytest.mark.parametrize("name, main", [("kda", "fla.chunk_kda"), ("mamba2", "mamba_ssm.chunk_scan")])
+@pytest.mark.parametrize("name, main", [("kda", "fla.chunk_kda+fused_inputs"), ("mamba2", "mamba_ssm.chunk_scan")])
 def test_where_gluon_takes_the_conv_the_record_says_so(stand_in_ops, conv_calls, monkeypatch, name, main):
     monkeypatch.setattr(conv_kernel, "path_for", lambda x, weight: conv_kernel.GLUON_PATH)
     _, fast = pair(name)
@@ -154,7 +155,7 @@ def test_decoding_keeps_the_chain_and_no_suffix(stand_in_ops, conv_calls, name):
 def test_without_short_convs_there_is_no_suffix(stand_in_ops, conv_calls):
     _, fast = pair("kda", use_short_conv=False)
     fast(torch.randn(1, 5, 16, dtype=torch.float64))
-    assert fast.impl_ran == "fla.chunk_kda" and not conv_calls
+    assert fast.impl_ran == "fla.chunk_kda+fused_inputs" and not conv_calls
 
 
 def test_on_cpu_without_stand_ins_everything_is_torch():
@@ -220,5 +221,5 @@ def test_mixer_parity_rows_carry_the_conv_in_their_path(stand_in_ops, conv_calls
     from attnbench.mixers import parity
 
     rows = parity._mixer_rows("kda", SMALL["kda"], "cpu", torch.float32, 1, 12, 16, torch.Generator().manual_seed(0))
-    assert set(path_status(rows)) == {"kda/mixer.fla.chunk_kda" + CONV}
+    assert set(path_status(rows)) == {"kda/mixer.fla.chunk_kda+fused_inputs" + CONV}
     assert all(r["passed"] for r in rows)
