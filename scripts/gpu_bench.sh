@@ -96,13 +96,12 @@ stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "$
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step_merged step_combo} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
+OVERHEAD_ALL=(--peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 --cuda-graph "${OVERHEAD[@]}")
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
-  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 \
-  --conv-kernel ${OVERHEAD_CONV:-on off} --profile 12 --cuda-graph "${OVERHEAD[@]}"
-stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead_unfused" \
-  --mixers kda,gdn --peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 --cuda-graph "${OVERHEAD[@]}" \
-  model.mixers.kda.fuse_inputs=false \
-  model.mixers.gdn.fuse_inputs=false
+  --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --conv-kernel ${OVERHEAD_CONV:-on off} "${OVERHEAD_ALL[@]}"
+stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" \
+  --out "$WORK/mixer_overhead_unfused" --mixers kda,gdn "${OVERHEAD_ALL[@]}" \
+  model.mixers.kda.fuse_inputs=false model.mixers.gdn.fuse_inputs=false
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attnbench.ops.short_conv import kernel as conv_kernel
+
 # mixer -> the op names its parity rows use (the driver's crash row uses the package name)
 MIXER_OPS = {"attn": ("attention",), "mla": ("mla",), "gdn": ("gdn", "gated_delta_rule"), "mamba2": ("ssd",),
              "kda": ("kda",)}
 # kernels that run around a mixer's main op, each with its own parity op: impl_ran ends in
 # "+<path>" when one ran ("fla.chunk_kda+fla.causal_conv1d_gluon": ops/short_conv's Gluon kernel did)
-COMPONENT_OPS = {"fla.causal_conv1d_gluon": "short_conv", "fla.causal_conv1d": "short_conv"}
+COMPONENT_OPS = {path: "short_conv" for path in conv_kernel.PATHS}
 
 
 def layer_impls(model) -> list[tuple[str, str | None]]:

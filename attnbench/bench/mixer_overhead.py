@@ -17,7 +17,7 @@ convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` ad
 step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes; and
 ``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
 waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
-mixers with short convs twice in one run: convs on fla's Triton kernel, then on the compiled chain.
+mixers with short convs twice in one run: convs on fla's kernels, then on the compiled chain.
 ``--cuda-graph`` times all three again, each replayed from a CUDA graph (graph_mixer_ms, graph_op_ms,
 graph_proj_ms, graph_overhead): the device's cost alone. An isolated layer's eager step waits on
 the host's launches (kernel_ms well under mixer_ms); in a graphed, or deep enough, training step
@@ -39,9 +39,9 @@ from attnbench.mixers import layers
 
 from .common import Recorder, base_model_config, guarded, parser, pick_device, print_table
 from .gate import ParityGate, refused_note
-from .peers import fla_available, kda_heads
+from .peers import fla_available, kda_heads, kda_options
 from .prefill import DTYPES
-from .timing import fwd_bwd, graph_replay, median_ms, print_profiles, profile_fields
+from .timing import fwd_bwd, graph_replay, median_ms, print_profiles, profile_fields, top_kernels
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
@@ -192,7 +192,7 @@ def graphed_timings(steps: dict, args, device) -> dict:
         return {"graph_note": f"capture failed ({type(exc).__name__}: {str(exc)[:120]})"}
     fields = timings(graphed, "graph_", args, device)
     if args.profile:
-        fields["graph_kernel_ms"] = profile_fields(graphed["mixer"], device, args.profile)["kernel_ms"]
+        _, fields["graph_kernel_ms"], _, _ = top_kernels(graphed["mixer"], device, args.profile)
     return {**fields, "graph_note": "yes"}
 
 
@@ -200,7 +200,7 @@ def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
     """fla's KimiDeltaAttention at model.mixers.kda's heads, with its (H, K, V)."""
     from fla.layers import KimiDeltaAttention
 
-    kda = dict(base.mixers.get("kda", {}) or {})
+    kda = kda_options(base)
     heads, head_dim = kda_heads(base)
     layer = KimiDeltaAttention(hidden_size=base.d_model, head_dim=head_dim, num_heads=heads,
                                conv_size=kda.get("conv_size", 4), use_short_conv=kda.get("use_short_conv", True))

@@ -69,9 +69,14 @@ def fla_available(device: torch.device, module: str = "fla.models", name: str = 
     return True, ""
 
 
+def kda_options(base) -> dict:
+    """model.mixers.kda as configured (empty where unset): what fla's peers are built from."""
+    return dict(base.mixers.get("kda", {}) or {})
+
+
 def kda_heads(base) -> tuple[int, int]:
     """(heads, head_dim) of model.mixers.kda, with the KDA mixer's defaults: what fla's peers are sized by."""
-    kda = dict(base.mixers.get("kda", {}) or {})
+    kda = kda_options(base)
     return kda.get("n_heads", 16), kda.get("head_dim", 128)
 
 

@@ -6,8 +6,9 @@
   (forward only, one call per token: the decode step).
 
 Both take dt already softplus'd, so the kernels run with dt_softplus=False and no dt_bias;
-the D skip runs in the kernels (its gradient too), the gate stays in the mixer (z=None). mamba_ssm is imported lazily:
-``import mamba_ssm`` needs its compiled CUDA extension, and ``available()`` says why not.
+the D skip runs in the kernels (its gradient too), the gate stays in the mixer (z=None).
+mamba_ssm is imported lazily: ``import mamba_ssm`` needs its compiled CUDA extension, and
+``available()`` says why not.
 """
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def ssd_recurrent(x, dt, A, B, C, initial_state=None, output_final_state=False, 
     # Stride-0 broadcasts make the kernel take its "tied head dim" path: one scalar dt and A per head.
     A_hpn = A.float()[:, None, None].expand(H, P, N)  # [H, P, N]
     zero_bias = dt.new_zeros(H)[:, None].expand(H, P)  # [H, P]; the kernel reads dt_bias's strides
-    # mamba_ssm 2.3.2 also unpacks D's strides unconditionally (D=None raises TypeError), so no
-    # skip is passed as zeros: y + 0·x == y.
+    # mamba_ssm 2.3.2 also unpacks D's strides unconditionally (D=None raises TypeError), so a
+    # call without D passes zeros: y + 0·x == y.
     skip = (x.new_zeros(H) if D is None else D)[:, None].expand(H, P)  # [H, P]
     ys = []
     for t in range(T):
