@@ -19,7 +19,8 @@
 #   2. throughput      reference size (D=1024, 12 layers, 8x128, vocab 32000), 16384 tokens per step at
 #                      T = 512, 2048 (batch 8: the reference point), 8192; eager; the SDPA GPT, fla's
 #                      KDAForCausalLM and our architectures (kda_unfused: KDA with fuse_inputs=false); ROUNDS=N
-#                      times each N times interleaved, ratios to the peers taken per round
+#                      times each N times interleaved, ratios to the peers taken per round; each step also
+#                      replayed from a CUDA graph (graph_tokens_per_s: without the host's launches)
 #   3. decode          D=2048, 16x128, 4 layers: mla, attn, kda_mla_3to1,
 #                      whole-step compiled with merged projections, without and with combo kernels (DECODE_FUSE,
 #                      default "step_merged step_combo"); L = 4k..1M at batch 1,
@@ -29,8 +30,8 @@
 #                      with fla's conv kernel and again with the compiled chain; fla's own KDA layer
 #                      by the same measure, OVERHEAD_PEERS), then KDA and GDN with fuse_inputs=false and
 #                      fla's layer again (mixer_overhead_unfused); each with its 12 costliest kernels, and each
-#                      timed again from CUDA graphs (device cost without launches); OVERHEAD_CONV="on" skips
-#                      the second conv path
+#                      timed again from CUDA graphs (device cost without launches); mixer, op and projections
+#                      timed in turn OVERHEAD_ROUNDS times (default 3); OVERHEAD_CONV="on" skips the second conv path
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
 #   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda), with
 #                      Inductor options for all of them in COMPILE_OPTIONS (e.g. "combo_kernels=True")
@@ -92,11 +93,12 @@ if [ -f "$STATUS" ]; then GATE=(--parity "$STATUS"); else
 
 stage throughput "${THROUGHPUT_S:-180}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput" \
   --archs "${TRAIN_ARCHS:-gpt,attn,kda_mla_3to1,fla_kda,kda,kda_unfused,mla,gdn,mamba2}" --warmup 3 --steps 8 \
-  --rounds "${ROUNDS:-1}" --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQS[@]}"
+  --rounds "${ROUNDS:-1}" --cuda-graph --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQS[@]}"
 stage decode "${DECODE_S:-300}" python3 -m attnbench.bench.decode "${GATE[@]}" --out "$WORK/decode" \
   --archs "${DECODE_ARCHS:-mla,attn,kda_mla_3to1}" --fuse ${DECODE_FUSE:-step_merged step_combo} --batches 1 16 --max-cached-tokens 2097152 --reps 15 --budget-ms 800 \
   --time-cap-s 5 --profile "${DECODE_PROFILE:-12}" "${DECODE[@]}"
-OVERHEAD_ALL=(--peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --profile 12 --cuda-graph "${OVERHEAD[@]}")
+OVERHEAD_ALL=(--peers "${OVERHEAD_PEERS:-fla_kda}" --warmup 3 --reps 10 --rounds "${OVERHEAD_ROUNDS:-3}" --profile 12
+  --cuda-graph "${OVERHEAD[@]}")
 stage mixer_overhead "${OVERHEAD_S:-150}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" --out "$WORK/mixer_overhead" \
   --mixers "${OVERHEAD_MIXERS:-attn,mla,gdn,mamba2,kda}" --conv-kernel ${OVERHEAD_CONV:-on off} "${OVERHEAD_ALL[@]}"
 stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.bench.mixer_overhead "${GATE[@]}" \

@@ -68,6 +68,12 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def positive_rounds(args: argparse.Namespace) -> None:
+    """--rounds, which a benchmark that interleaves its timings takes, must be a positive int."""
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be a positive int; got {args.rounds}")
+
+
 def add_archs(ap: argparse.ArgumentParser, default: str) -> None:
     ap.add_argument("--archs", default=default,
                     help=f"comma-separated: {', '.join(ARCHS)}, pattern:<letters>, ratio:<N:1> (default {default})")

@@ -12,24 +12,26 @@ For each mixer, forward + backward (median, synchronised; bench/timing.py) of
     for Mamba2;
   - the projections alone: every nn.Linear of the mixer, forward + backward on a random
     [B·T, in_features] input.
-overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (short
-convolutions, gates, norms, reshapes, copies). Target <= 10%. ``--profile N`` adds the mixer
-step's N costliest kernels to each row (``top_kernels``) and prints them: where that goes; and
-``kernel_ms``, the time all its kernels ran in one profiled step: far below mixer_ms, the GPU
-waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
+overhead = mixer / (op + projections) − 1: what the mixer spends on everything else (convs,
+gates, norms, copies). Target <= 10%. ``--profile N`` adds the mixer step's N costliest kernels
+(``top_kernels``, printed) and ``kernel_ms``, the time its kernels ran in one profiled step: far
+below mixer_ms, the GPU waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
 mixers with short convs twice in one run: convs on fla's kernels, then on the compiled chain.
-``--cuda-graph`` times all three again, each replayed from a CUDA graph (graph_mixer_ms, graph_op_ms,
-graph_proj_ms, graph_overhead): the device's cost alone. An isolated layer's eager step waits on
-the host's launches (kernel_ms well under mixer_ms); in a graphed, or deep enough, training step
-they overlap the device's work, so graph_overhead is the glue's device cost.
+``--cuda-graph`` times all three again, each replayed from a CUDA graph (graph_*): the device's
+cost alone. An isolated layer's eager step waits on the host's launches (kernel_ms well under
+mixer_ms); a graphed training step does not, so graph_overhead is the glue's device cost.
+``--rounds R`` times the three R times in turn, so that a drift in the card's speed (two runs of
+one day timed Mamba2's scan at 3.25 and 3.44 ms, H200 2026-12-03) hits all three alike: medians
+over rounds, and the overhead's range (overhead_lo/_hi, graph_overhead_lo/_hi).
 ``--peers fla_kda`` adds fla's own KimiDeltaAttention layer (heads and conv from model.mixers.kda),
 timed by the same measure against the op as that layer calls it (chunk_kda with q/k norm, gate
 and beta in-kernel, ops/kda.kda_chunked_raw) plus its own projections: the overhead the field's
 layer has, beside ours (CUDA only; a "skipped" row elsewhere). A peer is not parity-gated.
-Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast, so no weight casts are
-timed.
+Weights and inputs in --dtype (bf16 on CUDA, fp32 on CPU); no autocast: no weight casts timed.
 """
 from __future__ import annotations
+
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -37,18 +39,18 @@ from torch import nn
 
 from attnbench.mixers import layers
 
-from .common import Recorder, base_model_config, guarded, parser, pick_device, print_table
+from .common import Recorder, base_model_config, guarded, parser, pick_device, positive_rounds, print_table
 from .gate import ParityGate, refused_note
 from .peers import fla_available, kda_heads, kda_options
 from .prefill import DTYPES
-from .timing import fwd_bwd, graph_replay, median_ms, print_profiles, profile_fields, top_kernels
+from .timing import fwd_bwd, graphed_steps, median_ms, print_profiles, profile_fields, top_kernels
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
 PEERS = ("fla_kda",)  # the field's own layers, by the same measure
-COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target",
-           "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead", "graph_note", "op", "impl", "parity",
-           "note"]
+COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "overhead_lo", "overhead_hi",
+           "within_target", "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead", "graph_overhead_lo",
+           "graph_overhead_hi", "graph_note", "op", "impl", "parity", "note"]
 
 
 def leaf(*shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
@@ -172,28 +174,31 @@ def timed(mixer: nn.Module, mixer_step, op_step, args, device, dtype) -> dict:
 
 
 def timings(steps: dict, prefix: str, args, device) -> dict:
-    """{prefix}mixer_ms, op_ms, proj_ms, overhead and within_target from the three steps."""
-    ms = {name: median_ms(step, warmup=args.warmup, reps=args.reps, device=device) for name, step in steps.items()}
-    overhead = ms["mixer"] / (ms["op"] + ms["proj"]) - 1
-    return {**{f"{prefix}{name}_ms": value for name, value in ms.items()},
-            f"{prefix}overhead": overhead, f"{prefix}within_target": overhead <= args.target}
+    """{prefix}mixer_ms, op_ms, proj_ms, overhead (medians over --rounds rounds, each timing the three
+    steps in turn), the overhead's range over the rounds and within_target (of the median)."""
+    rounds = []
+    for round_ in range(args.rounds):
+        warmup = args.warmup if round_ == 0 else 1
+        ms = {name: median_ms(step, warmup=warmup, reps=args.reps, device=device) for name, step in steps.items()}
+        rounds.append({**ms, "overhead": ms["mixer"] / (ms["op"] + ms["proj"]) - 1})
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    overheads = [r["overhead"] for r in rounds]
+    return {**{f"{prefix}{name}_ms": median[name] for name in steps}, f"{prefix}overhead": median["overhead"],
+            f"{prefix}overhead_lo": min(overheads), f"{prefix}overhead_hi": max(overheads),
+            f"{prefix}within_target": median["overhead"] <= args.target}
 
 
 def graphed_timings(steps: dict, args, device) -> dict:
     """The device cost alone: each step captured in a CUDA graph and its replays timed, so no
     host launch time counts (what a graphed or launch-hidden training step pays). Off CUDA, or
     where a step cannot be captured, the graph_* fields stay empty and graph_note says why."""
-    if device.type != "cuda":
-        return {"graph_note": "no (CUDA graphs need a CUDA device)"}
-    try:
-        graphed = {name: graph_replay(step, device) for name, step in steps.items()}
-    except Exception as exc:  # noqa: BLE001  the eager timings stand; the row says why there are no others
-        torch.cuda.synchronize(device)
-        return {"graph_note": f"capture failed ({type(exc).__name__}: {str(exc)[:120]})"}
+    graphed, note = graphed_steps(steps, device)
+    if graphed is None:
+        return {"graph_note": note}
     fields = timings(graphed, "graph_", args, device)
     if args.profile:
         _, fields["graph_kernel_ms"], _, _ = top_kernels(graphed["mixer"], device, args.profile)
-    return {**fields, "graph_note": "yes"}
+    return {**fields, "graph_note": note}
 
 
 def fla_kda_layer(base, device, dtype) -> tuple[nn.Module, int, int, int]:
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="time mixer, op and projections this many times in turn")
     ap.add_argument("--target", type=float, default=0.10, help="largest acceptable overhead")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the mixer step's N costliest kernels")
     ap.add_argument("--cuda-graph", action="store_true",
@@ -256,6 +262,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--conv-kernel", nargs="+", choices=("on", "off"), default=["on"],
                     help="short convs on fla's kernel (on) or the compiled chain (off); 'on off' times both")
     args = ap.parse_intermixed_args(argv)
+    positive_rounds(args)
     names = names_among(args.mixers, MIXERS, "--mixers", required=True)
     peers = names_among(args.peers, PEERS, "--peers", required=False)
     device, base = pick_device(args.device), base_model_config(args.overrides)

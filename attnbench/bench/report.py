@@ -18,15 +18,17 @@ from pathlib import Path
 COLUMNS = {
     "flops": ["arch", "seq_len", "params", "params_non_embedding", "fwd_flops_per_token", "train_flops_per_token"],
     "throughput": ["arch", "round", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
-                   "frac_of_ceiling", "peak_mem_gib", "compiled", "parity", "impls", "note"],
+                   "frac_of_ceiling", "peak_mem_gib", "compiled", "graph_step_ms", "graph_tokens_per_s", "graph_mfu",
+                   "graph_note", "parity", "impls", "note"],
     "prefill": ["arch", "prompt_len", "batch", "status", "prefill_ms", "tokens_per_s", "cache_bytes_predicted",
                 "parity", "impls", "note"],
     "decode": ["arch", "fuse", "batch", "context", "status", "ms_per_token", "eager_ms", "graph_ms", "cuda_graph",
                "kernels", "kernel_ms", "cache_bytes_measured", "cache_bytes_predicted", "cache_read_gbps",
                "frac_of_copy_bw", "step_check", "parity", "impls", "note"],
-    "mixer_overhead": ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "within_target",
-                       "kernels", "kernel_ms", "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead",
-                       "graph_kernel_ms", "graph_note", "op", "impl", "parity", "note"],
+    "mixer_overhead": ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "overhead_lo",
+                       "overhead_hi", "within_target", "kernels", "kernel_ms", "graph_mixer_ms", "graph_op_ms",
+                       "graph_proj_ms", "graph_overhead", "graph_overhead_lo", "graph_overhead_hi", "graph_kernel_ms",
+                       "graph_note", "op", "impl", "parity", "note"],
 }
 ROUNDS_COLUMNS = ["arch", "seq_len", "compiled", "rounds", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max",
                   "over_gpt", "over_fla_kda"]
@@ -96,12 +98,13 @@ def decode_ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def rounds_summary(rows: list[dict]) -> list[dict]:
-    """Per (arch, seq_len, compiled), over the rounds of one throughput run: the median tokens/s
-    and its range, and against each peer present the median and range of the per-round ratio
-    (arch over peer, both timed in the same round), as "1.17 [1.05-1.25]"."""
-    ok = [r for r in rows if r.get("status") == "ok"]
-    speed = {(r["arch"], r["seq_len"], r.get("compiled"), r.get("round", 0)): r["tokens_per_s"] for r in ok}
+def rounds_summary(rows: list[dict], key: str = "tokens_per_s") -> list[dict]:
+    """Per (arch, seq_len, compiled), over the rounds of one throughput run: the median of ``key``
+    (tokens/s, or graph_tokens_per_s: replayed from CUDA graphs) and its range, and against each
+    peer present the median and range of the per-round ratio (arch over peer, both timed in the
+    same round), as "1.17 [1.05-1.25]". Columns are named tokens_per_s whichever ``key``."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get(key) is not None]
+    speed = {(r["arch"], r["seq_len"], r.get("compiled"), r.get("round", 0)): r[key] for r in ok}
     groups: dict[tuple, list[int]] = {}
     for arch, seq_len, compiled, round_ in speed:
         groups.setdefault((arch, seq_len, compiled), []).append(round_)
@@ -134,6 +137,9 @@ def run_report(run: Path) -> str:
     if bench == "throughput" and any(r.get("round", 0) > 0 for r in rows):
         text += "\nOver the rounds (median [min-max]; ratios taken within each round):\n\n"
         text += markdown_table(rounds_summary(rows), ROUNDS_COLUMNS)
+        if any(r.get("graph_tokens_per_s") for r in rows):
+            text += "\nThe same, steps replayed from CUDA graphs (graph_tokens_per_s):\n\n"
+            text += markdown_table(rounds_summary(rows, "graph_tokens_per_s"), ROUNDS_COLUMNS)
     ratios = decode_ratios(rows) if bench == "decode" else []
     if ratios:
         text += "\nTime per token of all-attention and all-MLA over the hybrid's, and its cache vs all-MLA's:\n\n"

@@ -20,6 +20,13 @@ minutes apart differed by up to 25% for fla's model (H200, 2026-12-02), so a rat
 models is taken per round, where both saw the same state of the machine, and reported as the
 median and range over rounds (``report``'s rounds table). Rows carry their ``round``.
 
+``--cuda-graph`` also times each row's step replayed from one CUDA graph (forward, backward and
+a capturable AdamW; autocast without its weight cache, whose copies a graph cannot keep):
+graph_step_ms, graph_tokens_per_s, graph_mfu. That is the step's device time without Python's
+kernel launches, which bound an eager step of a small model (all-KDA on an H200: its kernels ran
+98 ms of a 125-146 ms step, 2026-12-02). A step that cannot be captured keeps its eager numbers
+and graph_note says why.
+
 ``--profile N`` profiles one more step per row after timing: its N costliest kernels, how many
 kernels ran and their total time (``kernel_ms``), printed per arch: where a model spends its
 step next to a peer's (the compiled attention model against the compiled GPT).
@@ -30,24 +37,26 @@ import torch
 
 from . import figures
 from .common import (add_archs, base_model_config, failed, free_memory, guarded, parse_archs,
-                     parse_compile_options, parser, pick_device, print_table, Recorder)
+                     parse_compile_options, parser, pick_device, positive_rounds, print_table, Recorder)
 from .gate import ParityGate, impls_text, refused_note
 from .flops import mfu, peaks
 from .peers import PEERS, build_trainee, fla_available
 from .report import ROUNDS_COLUMNS, rounds_summary
-from .timing import median_ms, print_profiles, profile_fields
+from .timing import graphed_steps, median_ms, print_profiles, profile_fields
 
 COLUMNS = ["arch", "round", "seq_len", "batch", "params", "status", "step_ms", "tokens_per_s", "tflops", "mfu",
-           "frac_of_ceiling", "peak_mem_gib", "parity", "impls", "note"]
+           "frac_of_ceiling", "peak_mem_gib", "graph_step_ms", "graph_tokens_per_s", "graph_mfu", "graph_note",
+           "parity", "impls", "note"]
 
 
-def train_step(trainee, module, idx, optimizer, amp_dtype):
+def train_step(trainee, module, idx, optimizer, amp_dtype, cast_cache: bool = True):
     """One optimizer step on a fixed batch: zero grads, forward (autocast), backward, AdamW."""
     device_type = idx.device.type
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
+                            cache_enabled=cast_cache):
             loss = trainee.loss(module, idx)
         loss.backward()
         optimizer.step()
@@ -80,10 +89,26 @@ def measure(trainee, seq_len: int, batch: int, args, device, gate: ParityGate, h
     ceiling = hardware["matmul_ceiling_tflops"]
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     profile = profile_fields(step, device, args.profile) if args.profile else {}
-    del optimizer
+    del optimizer, step
+    graphed = graphed_fields(trainee, module, idx, amp_dtype, args, train_flops, hardware) if args.cuda_graph else {}
     return {**fields, **profile, "step_ms": ms, "tokens_per_s": tokens_per_s, "train_flops_per_token": train_flops,
             "tflops": tflops, "mfu": mfu(tokens_per_s, train_flops, hardware["peak_tflops"]),
-            "frac_of_ceiling": tflops / ceiling if ceiling else None, "peak_mem_gib": peak_mem}
+            "frac_of_ceiling": tflops / ceiling if ceiling else None, "peak_mem_gib": peak_mem, **graphed}
+
+
+def graphed_fields(trainee, module, idx, amp_dtype, args, train_flops: float, hardware: dict) -> dict:
+    """The row's step replayed from one CUDA graph: graph_step_ms, graph_tokens_per_s, graph_mfu and
+    graph_note ("yes", or why not). A fresh AdamW, capturable (its step count lives on the device)."""
+    capturable = idx.device.type == "cuda"
+    optimizer = torch.optim.AdamW(trainee.model.parameters(), lr=1e-4, fused=capturable, capturable=capturable)
+    graphed, note = graphed_steps({"step": train_step(trainee, module, idx, optimizer, amp_dtype, cast_cache=False)},
+                                  idx.device)
+    if graphed is None:
+        return {"graph_note": note}
+    ms = median_ms(graphed["step"], warmup=1, reps=args.steps, device=idx.device)
+    tokens_per_s = idx.numel() / (ms * 1e-3)
+    return {"graph_step_ms": ms, "graph_tokens_per_s": tokens_per_s,
+            "graph_mfu": mfu(tokens_per_s, train_flops, hardware["peak_tflops"]), "graph_note": note}
 
 
 def run_arch(arch: str, base, args, device, gate, hardware, round_: int = 0) -> tuple[list[dict], str, str]:
@@ -125,12 +150,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--compile-options", nargs="+", default=[], metavar="KEY=VALUE",
                     help="Inductor options for every compiled model, peers included (e.g. combo_kernels=True)")
+    ap.add_argument("--cuda-graph", action="store_true", help="also time each step replayed from a CUDA graph")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list each step's N costliest kernels")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet peak")
     ap.add_argument("--ceiling-n", type=int, default=None, help="matmul size for the measured ceiling")
     args = ap.parse_intermixed_args(argv)
-    if args.rounds < 1:
-        raise ValueError(f"--rounds must be a positive int; got {args.rounds}")
+    positive_rounds(args)
     args.compile_options = parse_compile_options(args.compile_options)
     device, base = pick_device(args.device), base_model_config(args.overrides)
     gate = ParityGate(args.parity, args.strict_parity)
@@ -147,6 +172,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = rounds_summary(rows) if args.rounds > 1 else None  # medians over rounds
     if summary is not None:
         print_table(summary, ROUNDS_COLUMNS)
+        if args.cuda_graph:
+            print_table(rounds_summary(rows, "graph_tokens_per_s"), ROUNDS_COLUMNS)
     print_profiles(rows, lambda row: f"{row['arch']} round {row['round']} T={row['seq_len']} step", "step_ms")
     if not args.no_figures:
         figures.line_figure(rows if summary is None else summary, "seq_len", "tokens_per_s", ("arch",),

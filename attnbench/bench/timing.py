@@ -52,6 +52,20 @@ def graph_replay(step: Callable[[], object], device: str | torch.device) -> Call
     return graph.replay
 
 
+def graphed_steps(steps: dict[str, Callable[[], object]],
+                  device: str | torch.device) -> tuple[dict[str, Callable[[], None]] | None, str]:
+    """Every step captured in its CUDA graph: ({name: replay}, "yes"), or (None, why not): off
+    CUDA, or a step that cannot be captured (a host sync inside it, say). Then the caller's eager
+    timings stand alone and its row says why (a ``graph_note``), never a silent fallback."""
+    if torch.device(device).type != "cuda":
+        return None, "no (CUDA graphs need a CUDA device)"
+    try:
+        return {name: graph_replay(step, device) for name, step in steps.items()}, "yes"
+    except Exception as exc:  # noqa: BLE001  the eager timings stand; the row says why there are no others
+        torch.cuda.synchronize(device)
+        return None, f"capture failed ({type(exc).__name__}: {str(exc)[:120]})"
+
+
 def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], grads_of: list[torch.Tensor]) -> Callable[[], None]:
     """A closure running forward then backward of ``fn`` with a fixed random output gradient."""
     cache: dict[str, torch.Tensor] = {}

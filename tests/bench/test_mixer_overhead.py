@@ -83,8 +83,10 @@ def test_graphed_timings_from_replays(monkeypatch):
     import torch
 
     calls = []
-    args = types.SimpleNamespace(warmup=0, reps=1, target=0.1, profile=0)
-    monkeypatch.setattr(mixer_overhead, "graph_replay", lambda step, device: step)
+    args = types.SimpleNamespace(warmup=0, reps=1, target=0.1, profile=0, rounds=1)
+    from attnbench.bench import timing
+
+    monkeypatch.setattr(timing, "graph_replay", lambda step, device: step)
     monkeypatch.setattr(mixer_overhead, "median_ms", lambda step, **kw: step())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
     cuda = torch.device("cuda")
@@ -96,7 +98,24 @@ def test_graphed_timings_from_replays(monkeypatch):
     def refuse(step, device):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(mixer_overhead, "graph_replay", refuse)
+    monkeypatch.setattr(timing, "graph_replay", refuse)
     fields = mixer_overhead.graphed_timings({"mixer": lambda: 1.0}, args, cuda)
     assert fields == {"graph_note": "capture failed (RuntimeError: operation not permitted when stream is capturing)"}
     assert calls == ["sync"]
+
+
+def test_rounds_give_medians_and_the_overhead_range(monkeypatch):
+    """--rounds 3: the three steps are timed in turn each round; the fields are the medians over
+    rounds, the overhead's range is over the per-round overheads (not of the medians)."""
+    import types
+
+    times = {"mixer": iter([11.0, 12.0, 16.0]), "op": iter([7.0, 7.0, 9.0]), "proj": iter([3.0, 3.0, 3.0])}
+    args = types.SimpleNamespace(warmup=0, reps=1, target=0.1, rounds=3)
+    monkeypatch.setattr(mixer_overhead, "median_ms", lambda step, **kw: step())
+    steps = {name: (lambda it=it: next(it)) for name, it in times.items()}
+    fields = mixer_overhead.timings(steps, "", args, "cpu")
+    assert (fields["mixer_ms"], fields["op_ms"], fields["proj_ms"]) == (12.0, 7.0, 3.0)
+    assert fields["overhead_lo"] == pytest.approx(0.1) and fields["overhead_hi"] == pytest.approx(16 / 12 - 1)
+    assert fields["overhead"] == pytest.approx(0.2) and fields["within_target"] is False  # rounds: 0.1, 0.2, 0.333
+    with pytest.raises(ValueError, match="--rounds must be a positive int"):
+        mixer_overhead.main([*TINY, "--rounds", "0"])
