@@ -212,18 +212,12 @@ class MergedStepProjections:
         if self._merged is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
             return _split_matmul(x, *self._merged)
         linears = self.x_linears()
-        if not self.one_pass(x):
+        # Sequences [B, T > 1, D] only: a single-token step would copy every weight to save a few
+        # GEMVs (it merges once, above), and token lists (an MoE expert's [N, D]) keep theirs.
+        one_pass = MERGE_PROJECTIONS and x.dim() == 3 and x.shape[1] > 1 and len(linears) > 1
+        if not one_pass or any(lin.bias is not None for lin in linears.values()):
             return {name: linear(x) for name, linear in linears.items()}
-        return _split_matmul(x, *_concatenated(linears, lambda w: as_matmul_dtype(w, x)))
-
-    def one_pass(self, x: torch.Tensor) -> bool:
-        """Does a call on x run its projections as one matmul over freshly concatenated weights?
-        Sequences [B, T > 1, D] only: a single-token step would copy every weight to save a few
-        GEMVs (it merges once, merge_step_projections), and token lists (an MoE expert's [N, D])
-        keep theirs; so do projections with biases."""
-        linears = self.x_linears()
-        return (MERGE_PROJECTIONS and x.dim() == 3 and x.shape[1] > 1 and len(linears) > 1
-                and all(lin.bias is None for lin in linears.values()))
+        return _split_matmul(x, *_concatenated(linears, lambda w: _as_matmul_dtype(w, x)))
 
     def merge_step_projections(self) -> None:
         """For decoding: concatenate the weights of every projection of x. Taken now: call it once
@@ -257,7 +251,7 @@ def _split_matmul(x: torch.Tensor, names: list[str], widths: list[int],
     return dict(zip(names, F.linear(x, weight).split(widths, dim=-1)))
 
 
-def as_matmul_dtype(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _as_matmul_dtype(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The weight in the dtype its matmul with x runs in: autocast's, where it is on, so that the
     concatenation copies 16-bit weights, not float32 ones (the cast is a copy anyway)."""
     if torch.is_autocast_enabled(x.device.type):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..mixers.layers import MergedStepProjections, as_matmul_dtype, fused_on_cuda
+from ..mixers.layers import MergedStepProjections, fused_on_cuda
 
 
 class SwiGLU(MergedStepProjections, nn.Module):
@@ -31,24 +31,8 @@ class SwiGLU(MergedStepProjections, nn.Module):
         return {"gate": self.gate, "up": self.up}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.one_pass(x):
-            gate, up = self.paired_projections(x)
-        else:
-            p = self.project_x(x)
-            gate, up = p["gate"], p["up"]
-        return self.down(swiglu(gate, up))
-
-    def paired_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_gate x and W_up x from one matmul over the two weights with their rows interleaved
-        (gate_0, up_0, gate_1, ...): each gate channel then sits beside its up channel, and the
-        backward of SiLU(gate) ⊙ up writes both gradients of a pair from one read of gate, up and
-        the output's gradient. Over concatenated weights the pair lies F channels apart, and a
-        compiled backward that fills the [gate | up] gradient reads gate and the output's gradient
-        once per half."""
-        weights = [as_matmul_dtype(w, x) for w in (self.gate.weight, self.up.weight)]
-        pairs = F.linear(x, torch.stack(weights, dim=1).flatten(0, 1))  # [B, T, 2F]
-        gate, up = pairs.unflatten(-1, (self.d_ff, 2)).unbind(-1)  # each [B, T, F], stride 2
-        return gate, up
+        p = self.project_x(x)
+        return self.down(swiglu(p["gate"], p["up"]))
 
     def active_params(self) -> int:
         return 3 * self.d_model * self.d_ff

@@ -111,36 +111,17 @@ def test_merged_projections_under_autocast(monkeypatch):
 
 
 def test_single_token_steps_do_not_concatenate_weights(monkeypatch):
-    """A T = 1 step not merged beforehand runs the projections one by one: concatenating (or
-    interleaving) every weight per step would cost more than the GEMVs it saves."""
+    """A T = 1 step not merged beforehand runs the projections one by one: concatenating every
+    weight per step would cost more than the GEMVs it saves."""
     from attnbench.mixers import layers
     from attnbench.models.mlp import SwiGLU
 
     mlp = SwiGLU(16, 24)
     cats = []
-    real_cat, real_stack = torch.cat, torch.stack  # the MLP interleaves its two weights (stack)
+    real_cat = torch.cat
     monkeypatch.setattr(layers.torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
-    monkeypatch.setattr(layers.torch, "stack", lambda *a, **k: cats.append(1) or real_stack(*a, **k))
     with torch.no_grad():
         mlp(torch.randn(2, 1, 16))
         assert cats == []
         mlp(torch.randn(2, 3, 16))
     assert cats == [1]
-
-
-def test_mlp_interleaves_gate_and_up_rows(monkeypatch):
-    """A sequence's SwiGLU runs one matmul over the gate and up weights with their rows interleaved:
-    the output's channels alternate gate_j, up_j, and the result is the unmerged MLP's."""
-    from attnbench.mixers import layers
-    from attnbench.models.mlp import SwiGLU
-
-    torch.manual_seed(0)
-    mlp, x = SwiGLU(16, 24).double(), torch.randn(2, 5, 16, dtype=torch.float64)
-    gate, up = mlp.paired_projections(x)
-    torch.testing.assert_close(gate, mlp.gate(x), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(up, mlp.up(x), rtol=1e-12, atol=1e-12)
-    assert gate.stride(-1) == 2 and up.data_ptr() == gate.data_ptr() + gate.element_size()  # pairs side by side
-    monkeypatch.setattr(layers, "MERGE_PROJECTIONS", False)
-    want = mlp(x)
-    monkeypatch.setattr(layers, "MERGE_PROJECTIONS", True)
-    torch.testing.assert_close(mlp(x), want, rtol=1e-12, atol=1e-12)
