@@ -38,16 +38,17 @@ def fetch(data, split: str, index: int, batch_size: int, seq_len: int, rows: sli
 
 
 @torch.no_grad()
-def evaluate(model, data, trainer, device, amp_dtype, world: World = World()) -> dict:
+def evaluate(model, data, trainer, device, amp_dtype, world: World = World(), losses_of=token_losses) -> dict:
     """Loss, perplexity and bits per byte over the fixed val batches 0..eval_batches-1; for masked
     (task) data also per-position accuracy and whole-sequence accuracy over the masked positions.
-    Under data parallelism each rank scores its rows of every batch and the sums are reduced."""
+    Under data parallelism each rank scores its rows of every batch and the sums are reduced.
+    ``losses_of``: token_losses, or the training run's compiled token_losses."""
     model.eval()
     sums = [0.0] * 5  # loss, scored tokens, correct tokens, whole sequences right, sequences scored
     rows = eval_rows(world, trainer.batch_size)
     for index in range(trainer.eval_batches):
         x, y, mask = fetch(data, "val", index, trainer.batch_size, trainer.seq_len, rows, device)
-        losses, logits = token_losses(model, x, y, amp_dtype)
+        losses, logits = losses_of(model, x, y, amp_dtype)
         weight = torch.ones_like(losses) if mask is None else mask.to(losses.dtype)
         sums[0] += (losses * weight).sum().item()
         sums[1] += weight.sum().item()

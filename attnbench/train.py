@@ -150,7 +150,9 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
     if main:
         results.truncate_metrics(out / "metrics.jsonl", step)  # drop lines logged after that checkpoint
         (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    forward = torch.compile(trained) if t.compile else trained
+    # Compiled, the forward and its cross-entropy are one graph: left eager, the loss over float32
+    # logits took 5.6 ms of a 52.2 ms compiled step (bench.throughput, D=1024, V=32000, H200).
+    losses_of = torch.compile(token_losses) if t.compile else token_losses
     logger = open_wandb(cfg, out, config) if main else None
     summary.update(sizes, layers=",".join(sizes["layers"]), flops_per_token=sizes["flops_per_token_forward"],
                    data=data.describe() if hasattr(data, "describe") else None, world_size=world.size,
@@ -173,7 +175,7 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
         totals = torch.zeros(2, device=device)  # (loss, aux) of this rank, kept on the device: no sync
         for i, (x, y, mask) in enumerate(batches):
             with dist.grad_sync(trained, world, enabled=i == len(batches) - 1):
-                losses, _ = token_losses(forward, x, y, amp_dtype)
+                losses, _ = losses_of(trained, x, y, amp_dtype)
                 part, aux = scored_sum(losses, mask) / scored, model.aux_loss() / len(batches)
                 (part * world.size + aux).backward()  # DDP/FSDP average over ranks: x world.size sums
             totals += torch.stack([part.detach(), aux.detach() / world.size])
@@ -216,7 +218,7 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
             bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{record['lr']:.2e}")
         paused = time.perf_counter()  # evaluation and checkpoints do not count against tokens/s
         if step % t.eval_every == 0 or step == t.steps:
-            last_eval = evaluate(forward, data, t, device, amp_dtype, world)
+            last_eval = evaluate(trained, data, t, device, amp_dtype, world, losses_of)
             record.update(last_eval)
             best = min(best, last_eval["val_loss"])
         if main and ("tokens_per_s" in record or "val_loss" in record):
@@ -237,7 +239,7 @@ def _train(cfg, out: Path, summary: dict, on_step, world: dist.World, device: to
     if logger is not None:
         logger.finish()
     if not last_eval:  # resumed a run that had already finished: evaluate its final weights
-        last_eval = evaluate(forward, data, t, device, amp_dtype, world)
+        last_eval = evaluate(trained, data, t, device, amp_dtype, world, losses_of)
         best = min(best, last_eval["val_loss"])
     speed = _typical(speeds)
     summary.update(status="finished", steps_done=step, final_train_loss=loss_sum,

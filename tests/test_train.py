@@ -212,3 +212,24 @@ def test_mqar_task_with_the_tiny_preset_runs(tmp_path):
                  f"trainer.out_dir='{tmp_path / 'run'}'"]
     summary = train(compose(overrides))
     assert summary["status"] == "finished" and summary["val_acc"] is not None
+
+
+def test_compile_takes_the_forward_and_its_loss_as_one_function(tmp_path, cache, monkeypatch):
+    """trainer.compile=true compiles token_losses (model forward and cross-entropy together), and
+    both training and evaluation call it; Dynamo's eager backend stands in for Inductor here."""
+    from attnbench.evaluation import token_losses
+
+    compiled, calls = [], []
+    real_compile = torch.compile
+
+    def record(fn, **kwargs):
+        compiled.append(fn)
+        inner = real_compile(fn, backend="eager")
+        return lambda *args: calls.append(torch.is_grad_enabled()) or inner(*args)
+
+    monkeypatch.setattr(train_mod.torch, "compile", record)
+    summary = train(compose([*tiny_overrides(tmp_path / "run", cache, steps=2), "trainer.compile=true",
+                             "trainer.eval_every=2"]))
+    assert summary["status"] == "finished" and math.isfinite(summary["final_val_loss"])
+    assert compiled == [token_losses]
+    assert calls.count(True) == 2 and False in calls  # two training steps, then evaluation (no grad)
