@@ -4,7 +4,6 @@ architecture; impossible sizes become rows; the parity gate refuses; the report 
 from __future__ import annotations
 
 import json
-import math
 
 import pandas as pd
 import pytest
@@ -149,21 +148,6 @@ def test_a_crash_is_an_error_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
 
 # ---- throughput, prefill, mixer overhead -------------------------------------------------------
-def test_throughput_end_to_end(tmp_path):
-    rows = throughput.main([*TINY, "--archs", "attn,mamba2,kda_mla_3to1,gpt,fla_kda", "--seq-lens", "8", "16",
-                            "--tokens-per-step", "32", "--warmup", "1", "--steps", "2", "--ceiling-n", "64",
-                            "--out", str(tmp_path)])
-    run_files(tmp_path, ("tokens_per_s.png",))
-    ok = [r for r in rows if r["arch"] != "fla_kda"]
-    assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 and r["mfu"] is None for r in ok), ok
-    assert [r["batch"] for r in ok[:2]] == [4, 2]  # fixed tokens per step
-    assert all(math.isfinite(r["frac_of_ceiling"]) for r in ok)
-    hybrid = next(r for r in rows if r["arch"] == "kda_mla_3to1")
-    assert hybrid["impls"] == "0:kda=torch.chunked 1:kda=torch.chunked 2:kda=torch.chunked 3:mla=sdpa.unabsorbed"
-    fla = [r for r in rows if r["arch"] == "fla_kda"]
-    assert all(r["status"] == "skipped" and "CUDA" in r["note"] for r in fla)
-
-
 def test_prefill_end_to_end(tmp_path):
     rows = prefill.main([*TINY, "--archs", "attn,kda", "--start-len", "8", "--max-len", "32", "--reps", "2",
                          "--out", str(tmp_path)])
@@ -242,25 +226,6 @@ def test_bad_arguments_name_the_option():
         mixer_overhead.main([*TINY, "--mixers", "rwkv"])
 
 
-def test_compile_options_reach_every_compiled_model(tmp_path, monkeypatch):
-    """--compile-options KEY=VALUE: Inductor options parsed as literals, handed to torch.compile
-    for our model and the GPT peer alike; a key Inductor does not have is an error naming it."""
-    from attnbench.bench.common import parse_compile_options
-
-    assert parse_compile_options(["combo_kernels=True", "max_autotune_gemm_backends=ATEN"]) == {
-        "combo_kernels": True, "max_autotune_gemm_backends": "ATEN"}
-    with pytest.raises(ValueError, match="'combo' is not an option of torch._inductor.config"):
-        parse_compile_options(["combo=True"])
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        parse_compile_options(["combo_kernels"])
-    seen = []
-    monkeypatch.setattr(torch, "compile", lambda model, options=None: seen.append(options) or model)
-    rows = throughput.main([*TINY, "--archs", "attn,gpt", "--seq-lens", "8", "--tokens-per-step", "16", "--warmup",
-                            "0", "--steps", "1", "--ceiling-n", "64", "--compile", "--compile-options",
-                            "combo_kernels=True", "--no-figures", "--out", str(tmp_path)])
-    assert [r["status"] for r in rows] == ["ok", "ok"] and seen == [{"combo_kernels": True}] * 2
-
-
 @pytest.mark.parametrize("module", [flops, throughput, prefill, decode, mixer_overhead, report])
 def test_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -284,27 +249,6 @@ def test_decode_fused_step_equals_the_eager_step_and_gets_rows(tmp_path):
                         "--fuse", "eager", "step", "--profile", "3", "--no-figures", "--out", str(tmp_path)])
     assert [(r["fuse"], r["status"]) for r in rows] == [("eager", "ok"), ("step", "ok")]
     assert all(r["kernels"] > 0 and r["kernel_ms"] > 0 and len(r["top_kernels"].split("; ")) == 3 for r in rows)
-
-
-def test_throughput_rounds_interleave_and_summarise(tmp_path):
-    """--rounds 3 times each arch three times, each round starting one arch later, and the
-    report gives the median, the range and each model's per-round ratio over the peers."""
-    rows = throughput.main([*TINY, "--archs", "attn,gpt,kda", "--seq-lens", "8", "--tokens-per-step", "16",
-                            "--warmup", "1", "--steps", "2", "--ceiling-n", "64", "--rounds", "3",
-                            "--no-figures", "--out", str(tmp_path)])
-    assert [(r["round"], r["arch"]) for r in rows] == [
-        (0, "attn"), (0, "gpt"), (0, "kda"), (1, "gpt"), (1, "kda"), (1, "attn"), (2, "kda"), (2, "attn"), (2, "gpt")]
-    summary = {r["arch"]: r for r in report.rounds_summary(rows)}
-    attn = [r["tokens_per_s"] for r in rows if r["arch"] == "attn"]
-    assert summary["attn"]["rounds"] == 3 and summary["attn"]["tokens_per_s"] == sorted(attn)[1]
-    assert summary["attn"]["tokens_per_s_min"] == min(attn) and summary["attn"]["tokens_per_s_max"] == max(attn)
-    ratios = sorted(a["tokens_per_s"] / g["tokens_per_s"] for a in rows for g in rows
-                    if a["arch"] == "kda" and g["arch"] == "gpt" and a["round"] == g["round"])
-    assert summary["kda"]["over_gpt"] == f"{ratios[1]:.3f} [{ratios[0]:.3f}-{ratios[2]:.3f}]"
-    assert "over_gpt" not in summary["gpt"] and "over_fla_kda" not in summary["kda"]  # no self, no absent peer
-    assert "Over the rounds" in report.run_report(tmp_path)
-    with pytest.raises(ValueError, match="--rounds"):
-        throughput.main([*TINY, "--archs", "attn", "--rounds", "0", "--out", str(tmp_path / "bad")])
 
 
 @pytest.mark.parametrize("fuse", decode.MERGED_FUSES)
