@@ -24,8 +24,8 @@ median and range over rounds (``report``'s rounds table). Rows carry their ``rou
 a capturable AdamW; autocast without its weight cache, whose copies a graph cannot keep):
 graph_step_ms, graph_tokens_per_s, graph_mfu. That is the step's device time without Python's
 kernel launches, which bound an eager step of a small model (all-KDA on an H200: its kernels ran
-98 ms of a 125-146 ms step, 2026-12-02). A step that cannot be captured keeps its eager numbers
-and graph_note says why.
+88 ms of a 118-146 ms step; replayed, the step took 87 ms, 2026-12-03). A step that cannot be
+captured keeps its eager numbers and graph_note says why.
 
 ``--profile N`` profiles one more step per row after timing: its N costliest kernels, how many
 kernels ran and their total time (``kernel_ms``), printed per arch: where a model spends its
