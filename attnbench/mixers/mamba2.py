@@ -15,8 +15,10 @@ Decoding state: {"conv": [B, d_inner + 2 G N, d_conv - 1] in the model dtype,
 state_dtype=None keeps it in the model dtype)}.
 The kernel decode step updates state["ssm"] in place, as mamba_ssm does: always continue from
 the state that forward returns, and clone one you want to keep.
-On the kernel path the conv of a whole sequence runs fla's conv kernel (ops/short_conv), and
-impl_ran says which: "mamba_ssm.chunk_scan+fla.causal_conv1d_gluon" (or "+fla.causal_conv1d").
+On the kernel path a whole sequence without a state (training) runs conv, scan and gated norm
+as one autograd function, ops/ssd/split_scan ("mamba_ssm.split_scan+fla.causal_conv1d_gluon");
+where that cannot run, or FUSED_BLOCK is off, the steps run one by one and the conv on fla's
+kernel (ops/short_conv): "mamba_ssm.chunk_scan+fla.causal_conv1d_gluon" (or "+fla.causal_conv1d").
 """
 from __future__ import annotations
 
@@ -26,9 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.ssd import kernel, reference
+from ..ops.short_conv import kernel as conv_kernel
+from ..ops.ssd import kernel, reference, split_scan
+from . import layers
 from .base import Mixer, State, choose_impl, dtype_bytes
 from .layers import GatedRMSNorm, ShortConv
+
+FUSED_BLOCK = True  # False: the kernel path runs conv, scan and norm one by one (to time one against the other)
 
 
 def kernel_ready(x: torch.Tensor) -> tuple[bool, str]:
@@ -84,6 +90,7 @@ class Mamba2(Mixer):
         self.D = nn.Parameter(torch.ones(nheads))
         self.norm = GroupedGatedRMSNorm(d_inner, ngroups, eps=norm_eps)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.why_unfused = ""  # why the last kernel-path call did not take ops/ssd/split_scan
 
     @staticmethod
     def _init_dt_bias(nheads, dt_min, dt_max, floor) -> torch.Tensor:
@@ -118,7 +125,13 @@ class Mamba2(Mixer):
             return x.new_zeros(batch, 0, self.d_model), state
         # one choice for the call: the conv takes fla's kernel only on the kernel path
         use_kernel = choose_impl(self.impl, kernel_ready(x), "Mamba2") == "kernel"
-        z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        zxbcdt = self.in_proj(x)
+        if use_kernel and state is None and self._fused_ready(zxbcdt):
+            self.impl_ran = f"{split_scan.PATH}+{conv_kernel.GLUON_PATH}"
+            y = split_scan.split_scan(zxbcdt, self.conv.conv.weight[:, 0], self.conv.conv.bias, self.dt_bias,
+                                      -torch.exp(self.A_log.float()), self.D, self.norm.weight, self.dims())
+            return self.out_proj(y), None
+        z, xBC, dt = zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         xBC, conv_state = self.conv(xBC, None if state is None else state["conv"], use_kernel)  # [B, T, conv_dim]
         xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         xs = xs.unflatten(-1, (self.nheads, self.headdim))  # [B, T, H, P]
@@ -135,6 +148,18 @@ class Mamba2(Mixer):
         if state is None:
             return out, None
         return out, {"conv": conv_state, "ssm": h.to(state["ssm"].dtype)}
+
+    def dims(self) -> split_scan.Dims:
+        return split_scan.Dims(self.nheads, self.headdim, self.ngroups, self.d_state, self.kernel_chunk_size,
+                               self.norm.eps)
+
+    def _fused_ready(self, zxbcdt: torch.Tensor) -> bool:
+        """Does this call take ops/ssd/split_scan? why_unfused says why not."""
+        if not (FUSED_BLOCK and layers.CONV_KERNEL):
+            self.why_unfused = "mamba2.FUSED_BLOCK or layers.CONV_KERNEL is off"
+            return False
+        usable, self.why_unfused = split_scan.ready(zxbcdt, self.d_conv)
+        return usable
 
     def _ssd(self, x, dt, A, B, C, h0, use_kernel: bool):
         """Training (h0 None): chunked. Prefill (T > 1): chunked from h0. One token: the recurrent step.

@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..compare import rel_rms
-from . import kernel, reference
+from . import kernel, reference, split_scan
 
 TOL = 1e-2
 SHAPE = dict(batch=2, T=1000, H=8, P=64, N=128, G=1)
@@ -73,6 +73,47 @@ def state_update_rows(device, dtype, steps: int = 8) -> list[dict]:
     return [_row(path, "y", y, y_ref), _row(path, "final_state", state, state_ref)]
 
 
+def split_scan_inputs(device, dtype, batch, T, H, P, N, G, W: int = 4, seed: int = 2) -> dict[str, torch.Tensor]:
+    """A Mamba2 block's in_proj output and parameters at init scales: zxbcdt in ``dtype``, the
+    parameters in float32 (as under autocast)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    conv_dim = H * P + 2 * G * N
+    dt = torch.exp(torch.rand(H, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    tensors = dict(
+        zxbcdt=torch.randn(batch, T, H * P + conv_dim + H, generator=gen),
+        conv_weight=torch.randn(conv_dim, W, generator=gen) / W ** 0.5, conv_bias=0.1 * torch.randn(conv_dim, generator=gen),
+        dt_bias=dt + torch.log(-torch.expm1(-dt)), A=-(1 + 15 * torch.rand(H, generator=gen)),
+        D=0.5 + torch.rand(H, generator=gen), norm_weight=1 + 0.1 * torch.randn(H * P, generator=gen),
+    )
+    return {k: v.to(device, dtype if k == "zxbcdt" else torch.float32) for k, v in tensors.items()}
+
+
+def split_scan_rows(device, dtype) -> list[dict]:
+    """The fused Mamba2 block against its torch reference: output and every input's gradient,
+    d(zxbcdt) by slice (dz, dxBC, ddt)."""
+    usable, why_not = split_scan.available()
+    if not usable:
+        return [dict(op="ssd", path=split_scan.PATH, quantity="all", rel_rms=float("nan"), tol=TOL, passed=False,
+                     reason=why_not, note=f"disabled: {why_not}")]
+    shape = {k: SHAPE[k] for k in ("batch", "T", "H", "P", "N", "G")}
+    dims = split_scan.Dims(shape["H"], shape["P"], shape["G"], shape["N"], chunk_size=256, eps=1e-5)
+    inputs = split_scan_inputs(device, dtype, **shape)
+    dy = torch.randn(shape["batch"], shape["T"], dims.d_inner, generator=torch.Generator().manual_seed(3)).to(device)
+
+    def run(fn, tensors):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in tensors.items()}
+        y = fn(**leaves, dims=dims)
+        (y.float() * dy).sum().backward()
+        grads = {f"d{k}": v.grad for k, v in leaves.items() if k != "zxbcdt"}
+        dz, dxBC, ddt = dims.split(leaves["zxbcdt"].grad)
+        return y.detach(), {**grads, "dz": dz, "dxBC": dxBC, "ddt": ddt}
+
+    y, grads = run(split_scan.split_scan, inputs)
+    y_ref, grads_ref = run(split_scan.split_scan_reference, {k: v.float() for k, v in inputs.items()})
+    rows = [_row(split_scan.PATH, "y", y, y_ref)]
+    return rows + [_row(split_scan.PATH, name, grads[name], grads_ref[name]) for name in grads_ref]
+
+
 def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
     usable, why_not = kernel.available()
     if usable and torch.device(device).type != "cuda":
@@ -80,4 +121,4 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
     if not usable:
         return [dict(op="ssd", path="mamba_ssm", quantity="all", rel_rms=float("nan"), tol=TOL,
                      passed=False, reason=why_not, note=f"disabled: {why_not}")]
-    return chunk_scan_rows(device, dtype) + state_update_rows(device, dtype)
+    return chunk_scan_rows(device, dtype) + state_update_rows(device, dtype) + split_scan_rows(device, dtype)
