@@ -47,6 +47,7 @@ from .timing import fwd_bwd, graphed_steps, median_ms, print_profiles, profile_f
 
 MIXERS = ("attn", "mla", "kda", "gdn", "mamba2")
 CONV_MIXERS = ("kda", "gdn", "mamba2")  # with short convs: --conv-kernel changes what they run
+GRAPH_CALLS_PER_REP = 5  # graph replays per timed repeat (timing.median_ms)
 PEERS = ("fla_kda",)  # the field's own layers, by the same measure
 COLUMNS = ["mixer", "conv_kernel", "status", "mixer_ms", "op_ms", "proj_ms", "overhead", "overhead_lo", "overhead_hi",
            "within_target", "graph_mixer_ms", "graph_op_ms", "graph_proj_ms", "graph_overhead", "graph_overhead_lo",
@@ -173,13 +174,14 @@ def timed(mixer: nn.Module, mixer_step, op_step, args, device, dtype) -> dict:
     return row
 
 
-def timings(steps: dict, prefix: str, args, device) -> dict:
+def timings(steps: dict, prefix: str, args, device, calls_per_rep: int = 1) -> dict:
     """{prefix}mixer_ms, op_ms, proj_ms, overhead (medians over --rounds rounds, each timing the three
     steps in turn), the overhead's range over the rounds and within_target (of the median)."""
     rounds = []
     for round_ in range(args.rounds):
         warmup = args.warmup if round_ == 0 else 1
-        ms = {name: median_ms(step, warmup=warmup, reps=args.reps, device=device) for name, step in steps.items()}
+        ms = {name: median_ms(step, warmup=warmup, reps=args.reps, device=device, calls_per_rep=calls_per_rep)
+              for name, step in steps.items()}
         rounds.append({**ms, "overhead": ms["mixer"] / (ms["op"] + ms["proj"]) - 1})
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     overheads = [r["overhead"] for r in rounds]
@@ -190,12 +192,13 @@ def timings(steps: dict, prefix: str, args, device) -> dict:
 
 def graphed_timings(steps: dict, args, device) -> dict:
     """The device cost alone: each step captured in a CUDA graph and its replays timed, so no
-    host launch time counts (what a graphed or launch-hidden training step pays). Off CUDA, or
+    host launch time counts (what a graphed or launch-hidden training step pays). Each repeat times
+    GRAPH_CALLS_PER_REP replays back to back, so the device does not idle between them. Off CUDA, or
     where a step cannot be captured, the graph_* fields stay empty and graph_note says why."""
     graphed, note = graphed_steps(steps, device)
     if graphed is None:
         return {"graph_note": note}
-    fields = timings(graphed, "graph_", args, device)
+    fields = timings(graphed, "graph_", args, device, GRAPH_CALLS_PER_REP)
     if args.profile:
         _, fields["graph_kernel_ms"], _, _ = top_kernels(graphed["mixer"], device, args.profile)
     return {**fields, "graph_note": note}

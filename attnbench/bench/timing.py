@@ -12,8 +12,16 @@ from typing import Callable
 import torch
 
 
-def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10, device: str | torch.device = "cpu") -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls."""
+def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10, device: str | torch.device = "cpu",
+              calls_per_rep: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls.
+
+    ``calls_per_rep`` > 1 times that many back-to-back calls per repeat and divides: for graph
+    replays, which the host queues faster than the device runs them, the device then never idles
+    between calls (an idle gap between synchronised repeats lets its clocks move, and a mixer,
+    an op and projections timed in turn drifted apart by several percent, H200 2026-12-03)."""
+    if calls_per_rep < 1:
+        raise ValueError(f"calls_per_rep must be >= 1; got {calls_per_rep}")
     on_cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
         fn()
@@ -24,14 +32,16 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 10, device:
         if on_cuda:
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(calls_per_rep):
+                fn()
             stop.record()
             stop.synchronize()
-            times.append(start.elapsed_time(stop))
+            times.append(start.elapsed_time(stop) / calls_per_rep)
         else:
             t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(calls_per_rep):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / calls_per_rep)
     return statistics.median(times)
 
 

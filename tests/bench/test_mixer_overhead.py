@@ -87,13 +87,14 @@ def test_graphed_timings_from_replays(monkeypatch):
     from attnbench.bench import timing
 
     monkeypatch.setattr(timing, "graph_replay", lambda step, device: step)
-    monkeypatch.setattr(mixer_overhead, "median_ms", lambda step, **kw: step())
+    per_rep = []
+    monkeypatch.setattr(mixer_overhead, "median_ms", lambda step, **kw: per_rep.append(kw["calls_per_rep"]) or step())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
     cuda = torch.device("cuda")
     fields = mixer_overhead.graphed_timings({"mixer": lambda: 12.0, "op": lambda: 7.0, "proj": lambda: 3.0}, args, cuda)
     assert fields["graph_mixer_ms"] == 12.0 and fields["graph_op_ms"] == 7.0 and fields["graph_proj_ms"] == 3.0
     assert fields["graph_overhead"] == pytest.approx(0.2) and fields["graph_within_target"] is False
-    assert fields["graph_note"] == "yes"
+    assert fields["graph_note"] == "yes" and per_rep == [mixer_overhead.GRAPH_CALLS_PER_REP] * 3
 
     def refuse(step, device):
         raise RuntimeError("operation not permitted when stream is capturing")
@@ -119,3 +120,13 @@ def test_rounds_give_medians_and_the_overhead_range(monkeypatch):
     assert fields["overhead"] == pytest.approx(0.2) and fields["within_target"] is False  # rounds: 0.1, 0.2, 0.333
     with pytest.raises(ValueError, match="--rounds must be a positive int"):
         mixer_overhead.main([*TINY, "--rounds", "0"])
+
+
+def test_median_ms_times_back_to_back_calls_per_repeat():
+    from attnbench.bench.timing import median_ms
+
+    calls = []
+    ms = median_ms(lambda: calls.append(1), warmup=2, reps=3, calls_per_rep=4)
+    assert len(calls) == 2 + 3 * 4 and ms >= 0
+    with pytest.raises(ValueError, match="calls_per_rep must be >= 1"):
+        median_ms(lambda: None, calls_per_rep=0)
