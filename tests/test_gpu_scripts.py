@@ -45,3 +45,14 @@ def test_gpu_bench_warmup_stage_smoke(tmp_path):
     assert "--time-limit 70" in log and "=== warmup exit 0" in log
     assert "chunk_kda@train" in log and "chunk_kda@parity" in log and not re.search(r"^kda(_raw)?@", log, re.M)
     assert "no CUDA: nothing compiled" in log and "=== parity" not in log
+
+
+def test_mamba2_block_ab_script_smoke(tmp_path):
+    """Off CUDA both arms take the chain; the script must still write all four run folders."""
+    env = {**os.environ, "SMALL": "1"}
+    done = subprocess.run([sys.executable, "scripts/mamba2_block_ab.py", str(tmp_path), "--rounds", "1",
+                           "--device", "cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for run in ("train_fused_0", "train_chain_0", "layer_fused_0", "layer_chain_0"):
+        assert (tmp_path / run / "results.csv").exists(), run
+    assert done.stdout.count("mamba2: ok") == 2
