@@ -42,6 +42,15 @@ def test_dims_check_the_width_and_cpu_is_not_ready():
     assert not usable and "CUDA" in why
 
 
+def test_a_private_function_without_our_keywords_is_refused_by_name():
+    def _layer_norm_bwd(dy, x, weight, bias, eps, mean, rstd, z=None, group_size=None):
+        pass
+
+    split_scan.require_parameters(_layer_norm_bwd, ("z", "group_size"))
+    with pytest.raises(ImportError, match="_layer_norm_bwd takes no norm_before_gate, dz"):
+        split_scan.require_parameters(_layer_norm_bwd, ("z", "norm_before_gate", "dz"))
+
+
 def test_parity_rows_plumbing(monkeypatch):
     """The GPU parity rows, run on CPU with the reference standing in for the fused kernels."""
     monkeypatch.setattr(parity, "SHAPE", dict(batch=1, T=70, H=2, P=4, N=8, G=1))

@@ -22,6 +22,7 @@ mamba_ssm's ``_mamba_chunk_scan_combined_{fwd,bwd}`` and ``_layer_norm_{fwd,bwd}
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -68,8 +69,30 @@ def _import_kernels():
     from mamba_ssm.ops.triton.ssd_combined import _mamba_chunk_scan_combined_bwd, _mamba_chunk_scan_combined_fwd
 
     conv_forward, conv_backward = conv_kernel._import_gluon()
+    private = {"scan_fwd": _mamba_chunk_scan_combined_fwd, "scan_bwd": _mamba_chunk_scan_combined_bwd,
+               "norm_fwd": _layer_norm_fwd, "norm_bwd": _layer_norm_bwd}
+    for key, fn in private.items():
+        require_parameters(fn, PRIVATE_PARAMETERS[key])
     return _mamba_chunk_scan_combined_fwd, _mamba_chunk_scan_combined_bwd, _layer_norm_fwd, _layer_norm_bwd, \
         conv_forward, conv_backward
+
+
+# The keyword arguments we pass to mamba_ssm's private functions (2.3.2): a version without them
+# is refused at import, so the mixer keeps its chain instead of failing inside a training step.
+PRIVATE_PARAMETERS = {
+    "scan_fwd": ("D", "dt_bias", "dt_softplus"),
+    "scan_bwd": ("D", "dt_bias", "dt_softplus", "dx", "ddt", "dB", "dC"),
+    "norm_fwd": ("z", "group_size", "norm_before_gate", "is_rms_norm"),
+    "norm_bwd": ("z", "group_size", "norm_before_gate", "is_rms_norm", "dz"),
+}
+
+
+def require_parameters(fn, names: tuple[str, ...]) -> None:
+    """ImportError naming ``fn`` and what it lacks, unless it takes every keyword in ``names``."""
+    missing = [name for name in names if name not in inspect.signature(fn).parameters]
+    if missing:
+        raise ImportError(f"{fn.__module__}.{fn.__name__} takes no {', '.join(missing)} (this installed "
+                          "version differs from the mamba_ssm 2.3.2 the fused block was written against)")
 
 
 @functools.lru_cache(maxsize=None)
