@@ -18,8 +18,9 @@ gates, norms, copies). Target <= 10%. ``--profile N`` adds the mixer step's N co
 below mixer_ms, the GPU waited on the host (launches or a sync), not on a kernel. ``--conv-kernel on off`` times the
 mixers with short convs twice in one run: convs on fla's kernels, then on the compiled chain.
 ``--cuda-graph`` times all three again, each replayed from a CUDA graph (graph_*), five replays
-back to back per repeat: the device's cost alone, under sustained load. An isolated layer's eager step waits on the host's launches (kernel_ms well under
-mixer_ms); a graphed training step does not, so graph_overhead is the glue's device cost.
+back to back per repeat: the device's cost alone, under sustained load. An isolated layer's eager
+step waits on the host's launches (kernel_ms well under mixer_ms); a graphed training step does
+not, so graph_overhead is the glue's device cost.
 ``--rounds R`` times the three R times in turn, so that a drift in the card's speed (two runs of
 one day timed Mamba2's scan at 3.25 and 3.44 ms, H200 2026-12-03) hits all three alike: medians
 over rounds, and the overhead's range (overhead_lo/_hi, graph_overhead_lo/_hi).

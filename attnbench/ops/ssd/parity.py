@@ -81,7 +81,8 @@ def split_scan_inputs(device, dtype, batch, T, H, P, N, G, W: int = 4, seed: int
     dt = torch.exp(torch.rand(H, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
     tensors = dict(
         zxbcdt=torch.randn(batch, T, H * P + conv_dim + H, generator=gen),
-        conv_weight=torch.randn(conv_dim, W, generator=gen) / W ** 0.5, conv_bias=0.1 * torch.randn(conv_dim, generator=gen),
+        conv_weight=torch.randn(conv_dim, W, generator=gen) / W ** 0.5,
+        conv_bias=0.1 * torch.randn(conv_dim, generator=gen),
         dt_bias=dt + torch.log(-torch.expm1(-dt)), A=-(1 + 15 * torch.rand(H, generator=gen)),
         D=0.5 + torch.rand(H, generator=gen), norm_weight=1 + 0.1 * torch.randn(H * P, generator=gen),
     )
