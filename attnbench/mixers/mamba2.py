@@ -126,10 +126,13 @@ class Mamba2(Mixer):
         # one choice for the call: the conv takes fla's kernel only on the kernel path
         use_kernel = choose_impl(self.impl, kernel_ready(x), "Mamba2") == "kernel"
         zxbcdt = self.in_proj(x)
-        if use_kernel and state is None and self._fused_ready(zxbcdt):
+        f32 = torch.promote_types(x.dtype, torch.float32)  # dt and A in float32 at least, as mamba_ssm
+        A = -torch.exp(self.A_log.to(f32))  # [H]
+        conv_weight = self.conv.conv.weight[:, 0]  # [conv_dim, W]
+        if use_kernel and state is None and self._fused_ready(zxbcdt, conv_weight):
             self.impl_ran = f"{split_scan.PATH}+{conv_kernel.GLUON_PATH}"
-            y = split_scan.split_scan(zxbcdt, self.conv.conv.weight[:, 0], self.conv.conv.bias, self.dt_bias,
-                                      -torch.exp(self.A_log.float()), self.D, self.norm.weight, self.dims())
+            y = split_scan.split_scan(zxbcdt, conv_weight, self.conv.conv.bias, self.dt_bias, A, self.D,
+                                      self.norm.weight, self.dims())
             return self.out_proj(y), None
         z, xBC, dt = zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         xBC, conv_state = self.conv(xBC, None if state is None else state["conv"], use_kernel)  # [B, T, conv_dim]
@@ -137,9 +140,7 @@ class Mamba2(Mixer):
         xs = xs.unflatten(-1, (self.nheads, self.headdim))  # [B, T, H, P]
         B = B.unflatten(-1, (self.ngroups, self.d_state))  # [B, T, G, N]
         C = C.unflatten(-1, (self.ngroups, self.d_state))
-        f32 = torch.promote_types(x.dtype, torch.float32)  # dt and A in float32 at least, as mamba_ssm
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
-        A = -torch.exp(self.A_log.to(f32))  # [H]
 
         y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)  # with the D skip
         if self.conv.ran_kernel:  # the gate checks short_conv's parity too
@@ -153,12 +154,12 @@ class Mamba2(Mixer):
         return split_scan.Dims(self.nheads, self.headdim, self.ngroups, self.d_state, self.kernel_chunk_size,
                                self.norm.eps)
 
-    def _fused_ready(self, zxbcdt: torch.Tensor) -> bool:
+    def _fused_ready(self, zxbcdt: torch.Tensor, conv_weight: torch.Tensor) -> bool:
         """Does this call take ops/ssd/split_scan? why_unfused says why not."""
         if not (FUSED_BLOCK and layers.CONV_KERNEL):
             self.why_unfused = "mamba2.FUSED_BLOCK or layers.CONV_KERNEL is off"
             return False
-        usable, self.why_unfused = split_scan.ready(zxbcdt, self.d_conv)
+        usable, self.why_unfused = split_scan.ready(zxbcdt, conv_weight)
         return usable
 
     def _ssd(self, x, dt, A, B, C, h0, use_kernel: bool):

@@ -38,7 +38,7 @@ def test_dims_check_the_width_and_cpu_is_not_ready():
     dims = small().dims()
     with pytest.raises(ValueError, match="zxbcdt must have"):
         dims.split(torch.zeros(1, 3, 5))
-    usable, why = split_scan.ready(torch.zeros(1, 3, 8), 4)
+    usable, why = split_scan.ready(torch.zeros(1, 3, 8), torch.zeros(2, 4))
     assert not usable and "CUDA" in why
 
 
@@ -78,7 +78,7 @@ def test_mixer_routes_whole_sequences_to_the_fused_block(monkeypatch):
         return split_scan.split_scan_reference(*args, **kwargs)
 
     monkeypatch.setattr(mamba2, "kernel_ready", lambda x: (True, ""))
-    monkeypatch.setattr(split_scan, "ready", lambda zxbcdt, width: (True, ""))
+    monkeypatch.setattr(split_scan, "ready", lambda zxbcdt, conv_weight: (True, ""))
     monkeypatch.setattr(split_scan, "split_scan", fused)
     monkeypatch.setattr(mamba2.kernel, "ssd_chunked", lambda *a, **k: mamba2.reference.ssd_chunked(*a[:7], D=k["D"]))
     m, ref = small(impl="kernel", kernel_chunk_size=5), small(impl="torch")

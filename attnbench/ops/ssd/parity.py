@@ -43,6 +43,12 @@ def _grads(fn, inputs, dy, dstate, **kw):
     return y.detach(), state.detach(), {f"d{k}": v.grad for k, v in leaves.items()}
 
 
+def _disabled(path: str, why_not: str) -> dict:
+    """The one row of a path that cannot run here."""
+    return dict(op="ssd", path=path, quantity="all", rel_rms=float("nan"), tol=TOL, passed=False,
+                reason=why_not, note=f"disabled: {why_not}")
+
+
 def _row(path, quantity, got, ref):
     err = rel_rms(got.float(), ref.float())
     return dict(op="ssd", path=path, quantity=quantity, rel_rms=err, tol=TOL, passed=err <= TOL)
@@ -94,8 +100,7 @@ def split_scan_rows(device, dtype) -> list[dict]:
     d(zxbcdt) by slice (dz, dxBC, ddt)."""
     usable, why_not = split_scan.available()
     if not usable:
-        return [dict(op="ssd", path=split_scan.PATH, quantity="all", rel_rms=float("nan"), tol=TOL, passed=False,
-                     reason=why_not, note=f"disabled: {why_not}")]
+        return [_disabled(split_scan.PATH, why_not)]
     shape = {k: SHAPE[k] for k in ("batch", "T", "H", "P", "N", "G")}
     dims = split_scan.Dims(shape["H"], shape["P"], shape["G"], shape["N"], chunk_size=256, eps=1e-5)
     inputs = split_scan_inputs(device, dtype, **shape)
@@ -120,6 +125,5 @@ def cases(device: str, dtype=torch.bfloat16) -> list[dict]:
     if usable and torch.device(device).type != "cuda":
         usable, why_not = False, f"device {device!r} is not CUDA"
     if not usable:
-        return [dict(op="ssd", path="mamba_ssm", quantity="all", rel_rms=float("nan"), tol=TOL,
-                     passed=False, reason=why_not, note=f"disabled: {why_not}")]
+        return [_disabled("mamba_ssm", why_not)]
     return chunk_scan_rows(device, dtype) + state_update_rows(device, dtype) + split_scan_rows(device, dtype)

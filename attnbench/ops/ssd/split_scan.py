@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ...mixers.layers import causal_conv  # the short conv's reference, as ops/short_conv/parity uses it
 from ..availability import kernel_availability
 from ..short_conv import kernel as conv_kernel
 from . import kernel, reference
@@ -101,15 +102,17 @@ def available() -> tuple[bool, str]:
     return kernel_availability(_import_kernels, "mamba_ssm's chunk scan and gated norm with fla's Gluon conv")
 
 
-def ready(zxbcdt: torch.Tensor, conv_width: int) -> tuple[bool, str]:
-    """Can this call take the fused block? (usable, why not)."""
+def ready(zxbcdt: torch.Tensor, conv_weight: torch.Tensor) -> tuple[bool, str]:
+    """Can this call take the fused block? (usable, why not). The conv must be one that fla's
+    Gluon kernel takes (``short_conv.kernel.path_for``: width, contiguous channels, no
+    torch.distributed), in a dtype it sums in float32."""
     usable, why_not = available()
     if usable and not zxbcdt.is_cuda:
         return False, f"the input is on {zxbcdt.device.type}, not CUDA"
-    if usable and (conv_width not in conv_kernel.GLUON_WIDTHS or zxbcdt.dtype not in conv_kernel.DTYPES):
-        return False, f"fla's Gluon conv takes widths {conv_kernel.GLUON_WIDTHS} and {conv_kernel.DTYPES}"
-    if usable and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return False, "fla's Gluon conv does not run under torch.distributed"
+    if usable and zxbcdt.dtype not in conv_kernel.DTYPES:
+        return False, f"{zxbcdt.dtype} input: fla's Gluon conv takes {conv_kernel.DTYPES}"
+    if usable and conv_kernel.path_for(zxbcdt, conv_weight) != conv_kernel.GLUON_PATH:
+        return False, f"fla's Gluon conv does not take this call (width {conv_weight.shape[-1]}, or torch.distributed)"
     return usable, why_not
 
 
@@ -161,14 +164,11 @@ class SplitScan(torch.autograd.Function):
 
 
 def split_scan_reference(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight, dims: Dims) -> torch.Tensor:
-    """The same block in plain PyTorch (F.conv1d, reference.ssd_chunked, the gated norm), computing
-    in at least float32 and returning zxbcdt's dtype."""
+    """The same block in plain PyTorch (the short conv's reference, reference.ssd_chunked, the
+    gated norm), computing in at least float32 and returning zxbcdt's dtype."""
     f32 = torch.promote_types(zxbcdt.dtype, torch.float32)
     z, xBC, dt = (t.to(f32) for t in dims.split(zxbcdt))
-    W = conv_weight.shape[-1]
-    conv = F.conv1d(F.pad(xBC.transpose(1, 2), (W - 1, 0)), conv_weight.to(f32)[:, None], conv_bias.to(f32),
-                    groups=xBC.shape[-1])  # [B, conv_dim, T], causal
-    x, B, C = dims.heads(F.silu(conv).transpose(1, 2))
+    x, B, C = dims.heads(causal_conv(xBC, None, conv_weight.to(f32), conv_bias.to(f32), silu=True))
     y, _ = reference.ssd_chunked(x, F.softplus(dt + dt_bias.to(f32)), A.to(f32), B, C, D=D.to(f32))
     gated = (y.flatten(-2) * F.silu(z)).unflatten(-1, (dims.ngroups, -1))  # [B, T, G, d_inner / G]
     normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + dims.eps)
