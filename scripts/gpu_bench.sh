@@ -33,7 +33,7 @@
 #                      timed again from CUDA graphs (device cost without launches); mixer, op and projections
 #                      timed in turn OVERHEAD_ROUNDS times (default 3); OVERHEAD_CONV="on" skips the second conv path
 #   5. prefill         D=2048 model, L = 4k doubling to 512k (a point over 2 s ends an arch's sweep)
-#   6. throughput      torch.compile'd: gpt, attn and attn_nope (COMPILED_ARCHS, e.g. gpt,attn,kda), with
+#   6. throughput      torch.compile'd: gpt, attn and attn_gpt_form (COMPILED_ARCHS, e.g. gpt,attn,kda), with
 #                      Inductor options for all of them in COMPILE_OPTIONS (e.g. "combo_kernels=True")
 #                      at the reference size, also replayed from CUDA graphs; both throughput stages profile a step per row
 #                      (TRAIN_PROFILE costliest kernels, and kernel time by kind)
@@ -107,7 +107,7 @@ stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.be
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs "${COMPILED_ARCHS:-gpt,attn,attn_nope}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" --cuda-graph \
+  --archs "${COMPILED_ARCHS:-gpt,attn,attn_gpt_form}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" --cuda-graph \
   ${COMPILE_OPTIONS:+--compile-options $COMPILE_OPTIONS} --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"

@@ -33,6 +33,10 @@ ARCHS = {  # name -> ModelConfig fields that set the layer layout
     "attn": {"pattern": "A", "ratio": None},
     # all-attention without RoPE (NoPE, as Kimi Linear's MLA): what the rotation costs a step
     "attn_nope": {"pattern": "A", "ratio": None, "mixer_options": {"attn": {"pos_emb": "none"}}},
+    # all-attention in the minimal GPT's form (bench/gpt.py): GELU 4·D MLP, no rotation. What the
+    # harness costs over hand-written code doing the same work (the GPT also adds learned positions
+    # in its embedding kernel and uses LayerNorm for RMSNorm: the same passes over memory)
+    "attn_gpt_form": {"pattern": "A", "ratio": None, "mlp": "gelu", "mixer_options": {"attn": {"pos_emb": "none"}}},
     "mla": {"pattern": "M", "ratio": None},
     "gdn": {"pattern": "G", "ratio": None},
     "mamba2": {"pattern": "S", "ratio": None},

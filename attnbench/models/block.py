@@ -10,7 +10,7 @@ from torch import nn
 import attnbench.mixers as mixers
 
 from .config import ModelConfig, resolved_d_ff, resolved_moe
-from .mlp import SwiGLU
+from .mlp import build_mlp
 from .moe import MoE
 
 
@@ -29,7 +29,7 @@ def build_layer_mixer(name: str, cfg: ModelConfig) -> mixers.Mixer:
 def build_channel(cfg: ModelConfig, layer: int) -> nn.Module:
     moe = resolved_moe(cfg)
     if cfg.channel == "mlp" or layer < moe["first_dense"]:
-        return SwiGLU(cfg.d_model, resolved_d_ff(cfg))
+        return build_mlp(cfg.mlp, cfg.d_model, resolved_d_ff(cfg))
     return MoE(cfg.d_model, moe["d_expert"], moe["n_experts"], moe["top_k"],
                shared_expert=bool(moe["shared_expert"]), renormalize=bool(moe["renormalize"]))
 

@@ -12,9 +12,11 @@ Layer layout: give exactly one of
     reads a bare 3:1 as the base-60 integer 181.
 Giving neither is an error: the layer layout is the experiment, so it is never implied.
 
-Widths: ``d_ff=None`` means round_up(8/3 · d_model, 16) (the SwiGLU width that keeps 3 matrices
-at the parameter count of a 4·d_model GELU MLP). For MoE, ``moe["d_expert"]=None`` means
-round_up(d_ff / (top_k + shared_expert), 16): the active expert width equals one dense MLP.
+Dense MLP: ``mlp`` is "swiglu" (default) or "gelu" (GPT-2's; for channel="mlp" only, MoE experts
+are SwiGLU). Widths: ``d_ff=None`` means round_up(8/3 · d_model, 16) for SwiGLU (the width that
+keeps 3 matrices at the parameter count of a 4·d_model GELU MLP) and 4·d_model for GELU. For
+MoE, ``moe["d_expert"]=None`` means round_up(d_ff / (top_k + shared_expert), 16): the active
+expert width equals one dense MLP.
 ``match_params`` (non-embedding parameters) overrides d_ff / d_expert (see sizing.py);
 ``match_on`` says whether the total or the active (MoE: top-k + shared) count is matched.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
 CHANNELS = ("mlp", "moe")
+MLPS = ("swiglu", "gelu")  # the dense MLPs of models/mlp.py
 MATCH_ON = ("total", "active")
 MOE_DEFAULTS: dict[str, Any] = {
     "n_experts": 8,
@@ -49,6 +52,7 @@ class ModelConfig:
     mixers: dict[str, Any] = field(default_factory=dict)  # {"kda": {"n_heads": 2, "head_dim": 32}, ...}
     impl: str = "auto"
     channel: str = "mlp"
+    mlp: str = "swiglu"
     d_ff: Optional[int] = None
     moe: dict[str, Any] = field(default_factory=lambda: dict(MOE_DEFAULTS))
     tie_embeddings: bool = True
@@ -99,7 +103,9 @@ def round_up(x: float, multiple: int) -> int:
 
 
 def resolved_d_ff(cfg: ModelConfig) -> int:
-    return cfg.d_ff if cfg.d_ff is not None else round_up(8 * cfg.d_model / 3, 16)
+    if cfg.d_ff is not None:
+        return cfg.d_ff
+    return 4 * cfg.d_model if cfg.mlp == "gelu" else round_up(8 * cfg.d_model / 3, 16)
 
 
 def resolved_moe(cfg: ModelConfig) -> dict[str, Any]:
@@ -129,6 +135,11 @@ def validate(cfg: ModelConfig) -> None:
         raise ValueError(f"model.impl must be one of {', '.join(IMPLS)}; got {cfg.impl!r}")
     if cfg.channel not in CHANNELS:
         raise ValueError(f"model.channel must be one of {', '.join(CHANNELS)}; got {cfg.channel!r}")
+    if cfg.mlp not in MLPS:
+        raise ValueError(f"model.mlp must be one of {', '.join(MLPS)}; got {cfg.mlp!r}")
+    if cfg.channel == "moe" and cfg.mlp != "swiglu":
+        raise ValueError(f"model.mlp={cfg.mlp!r} needs model.channel='mlp' (MoE experts are SwiGLU); "
+                         f"use model.mlp=swiglu with channel='moe'")
     if cfg.match_on not in MATCH_ON:
         raise ValueError(f"model.match_on must be one of {', '.join(MATCH_ON)}; got {cfg.match_on!r}")
     if not cfg.norm_eps > 0 or not cfg.init_std > 0:

@@ -1,10 +1,15 @@
-"""SwiGLU MLP (Shazeer 2020, "GLU Variants Improve Transformer", Eq. FFN_SwiGLU):
+"""The dense channel mixers (``model.mlp``).
+
+SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer", Eq. FFN_SwiGLU), the default:
 
     MLP(x) = W_down (SiLU(W_gate x) ⊙ (W_up x))
 
 three bias-free matrices, 3·D·F parameters, 6·D·F forward FLOPs per token. On CUDA the gate
 product is one compiled kernel each way (``fused_on_cuda``): eager SiLU then ⊙ is five passes
 over the [B, T, F] activations forward and about nine backward.
+
+GELU (GPT-2, Radford et al. 2019; exact erf GELU as nanoGPT's): MLP(x) = W_down GELU(W_up x),
+2·D·F parameters, 4·D·F FLOPs per token; at F = 4·D it has SwiGLU's size at F = 8/3·D.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mixers.layers import MergedStepProjections, fused_on_cuda
+from .config import MLPS
 
 
 class SwiGLU(MergedStepProjections, nn.Module):
@@ -45,3 +51,30 @@ class SwiGLU(MergedStepProjections, nn.Module):
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """SiLU(gate) ⊙ up, gate and up [B, T, F]."""
     return F.silu(gate) * up
+
+
+class GeluMLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        if d_model <= 0 or d_ff <= 0:
+            raise ValueError(f"GeluMLP: d_model and d_ff must be positive; got {d_model}, {d_ff}")
+        self.d_model, self.d_ff = d_model, d_ff
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+        self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+    def active_params(self) -> int:
+        return 2 * self.d_model * self.d_ff
+
+    def flops_per_token(self) -> float:
+        return 2.0 * self.active_params()
+
+
+def build_mlp(kind: str, d_model: int, d_ff: int) -> nn.Module:
+    """The dense MLP named by ``model.mlp``."""
+    if kind not in MLPS:
+        raise ValueError(f"model.mlp must be one of {', '.join(MLPS)}; got {kind!r}")
+    return SwiGLU(d_model, d_ff) if kind == "swiglu" else GeluMLP(d_model, d_ff)

@@ -270,3 +270,13 @@ def test_decode_step_merged_matches_the_reference(tmp_path, monkeypatch, fuse):
     assert [(r["fuse"], r["status"]) for r in rows] == [(fuse, "ok")], rows
     assert all(r["step_check"] < 1e-5 for r in rows)
     assert any(merged) and not all(merged)  # the timed model's steps merged, the reference twin's not
+
+
+def test_gpt_form_is_the_minimal_gpt_in_size_and_flops():
+    """arch attn_gpt_form (GELU 4·D MLP, no rotation) counts what bench/gpt.py's GPT counts: the
+    same non-embedding parameters and the same 54400 FLOPs per token as the hand count above."""
+    cfg = arch_config(ModelConfig(n_layers=2, d_model=32, vocab_size=64, mixers={"attn": {"n_heads": 2}}),
+                      "attn_gpt_form")
+    ours, gpt = build_model(cfg), GPT(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_len=8)
+    assert ours.num_params() == gpt.num_params() and ours.flops_per_token(8) == gpt.flops_per_token(8) == 54400
+    assert ours.blocks[0].mixer.pos_emb == "none" and type(ours.blocks[0].channel).__name__ == "GeluMLP"
