@@ -21,16 +21,31 @@ from ..mixers.layers import MergedStepProjections, fused_on_cuda
 from .config import MLPS
 
 
-class SwiGLU(MergedStepProjections, nn.Module):
-    def __init__(self, d_model: int, d_ff: int):
+class DenseMLP(nn.Module):
+    """Bias-free input projections named ``inputs`` (D -> F each, made in that order, which fixes
+    the order of their init draws) and ``down`` (F -> D); 2 FLOPs per weight per token."""
+
+    def __init__(self, d_model: int, d_ff: int, inputs: tuple[str, ...]):
         super().__init__()
         if d_model <= 0 or d_ff <= 0:
-            raise ValueError(f"SwiGLU: d_model and d_ff must be positive; got {d_model}, {d_ff}")
+            raise ValueError(f"{type(self).__name__}: d_model and d_ff must be positive; got {d_model}, {d_ff}")
         self.d_model, self.d_ff = d_model, d_ff
-        self.gate = nn.Linear(d_model, d_ff, bias=False)
-        self.up = nn.Linear(d_model, d_ff, bias=False)
+        for name in inputs:
+            setattr(self, name, nn.Linear(d_model, d_ff, bias=False))
         self.down = nn.Linear(d_ff, d_model, bias=False)
         self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
+        self.n_matrices = len(inputs) + 1
+
+    def active_params(self) -> int:
+        return self.n_matrices * self.d_model * self.d_ff
+
+    def flops_per_token(self) -> float:
+        return 2.0 * self.active_params()
+
+
+class SwiGLU(MergedStepProjections, DenseMLP):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__(d_model, d_ff, inputs=("gate", "up"))
         self.init_merged_projections()  # decoding: gate and up as one GEMV once merged
 
     def x_linears(self) -> dict[str, nn.Linear]:
@@ -40,12 +55,6 @@ class SwiGLU(MergedStepProjections, nn.Module):
         p = self.project_x(x)
         return self.down(swiglu(p["gate"], p["up"]))
 
-    def active_params(self) -> int:
-        return 3 * self.d_model * self.d_ff
-
-    def flops_per_token(self) -> float:
-        return 2.0 * self.active_params()
-
 
 @fused_on_cuda
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -53,24 +62,12 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-class GeluMLP(nn.Module):
+class GeluMLP(DenseMLP):
     def __init__(self, d_model: int, d_ff: int):
-        super().__init__()
-        if d_model <= 0 or d_ff <= 0:
-            raise ValueError(f"GeluMLP: d_model and d_ff must be positive; got {d_model}, {d_ff}")
-        self.d_model, self.d_ff = d_model, d_ff
-        self.up = nn.Linear(d_model, d_ff, bias=False)
-        self.down = nn.Linear(d_ff, d_model, bias=False)
-        self.down.is_residual_out = True  # LM init scales it by 1/sqrt(2·n_layers)
+        super().__init__(d_model, d_ff, inputs=("up",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(x)))
-
-    def active_params(self) -> int:
-        return 2 * self.d_model * self.d_ff
-
-    def flops_per_token(self) -> float:
-        return 2.0 * self.active_params()
 
 
 def build_mlp(kind: str, d_model: int, d_ff: int) -> nn.Module:
