@@ -107,8 +107,9 @@ stage mixer_overhead_unfused "${OVERHEAD_UNFUSED_S:-90}" python3 -m attnbench.be
 stage prefill 60 python3 -m attnbench.bench.prefill "${GATE[@]}" --out "$WORK/prefill" \
   --archs attn,mla,kda,kda_mla_3to1 --reps 3 --budget-ms 1500 --time-cap-s 2 "${PREFILL[@]}"
 stage throughput_compiled "${COMPILED_S:-120}" python3 -m attnbench.bench.throughput "${GATE[@]}" --out "$WORK/throughput_compiled" \
-  --archs "${COMPILED_ARCHS:-gpt,attn,attn_gpt_form}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" --cuda-graph \
-  ${COMPILE_OPTIONS:+--compile-options $COMPILE_OPTIONS} --profile "${TRAIN_PROFILE:-12}" "${TRAIN[@]}" "${SEQ_REF[@]}"
+  --archs "${COMPILED_ARCHS:-gpt,attn,attn_gpt_form}" --compile --warmup 3 --steps 8 --rounds "${ROUNDS:-1}" \
+  --cuda-graph ${COMPILE_OPTIONS:+--compile-options $COMPILE_OPTIONS} --profile "${TRAIN_PROFILE:-12}" \
+  "${TRAIN[@]}" "${SEQ_REF[@]}"
 
 python3 -m attnbench.bench.report "$WORK" > "$OUT/report.md" 2>>"$LOG"
 [ -f "$WORK/parity/parity.md" ] && { echo; cat "$WORK/parity/parity.md"; } >> "$OUT/report.md"
