@@ -128,18 +128,15 @@ class Mamba2(Mixer):
         zxbcdt = self.in_proj(x)
         f32 = torch.promote_types(x.dtype, torch.float32)  # dt and A in float32 at least, as mamba_ssm
         A = -torch.exp(self.A_log.to(f32))  # [H]
-        conv_weight = self.conv.conv.weight[:, 0]  # [conv_dim, W]
+        conv_weight, dims = self.conv.conv.weight[:, 0], self.dims()  # [conv_dim, W]
         if use_kernel and state is None and self._fused_ready(zxbcdt, conv_weight):
             self.impl_ran = f"{split_scan.PATH}+{conv_kernel.GLUON_PATH}"
             y = split_scan.split_scan(zxbcdt, conv_weight, self.conv.conv.bias, self.dt_bias, A, self.D,
-                                      self.norm.weight, self.dims())
+                                      self.norm.weight, dims)
             return self.out_proj(y), None
-        z, xBC, dt = zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        z, xBC, dt = dims.split(zxbcdt)
         xBC, conv_state = self.conv(xBC, None if state is None else state["conv"], use_kernel)  # [B, T, conv_dim]
-        xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
-        xs = xs.unflatten(-1, (self.nheads, self.headdim))  # [B, T, H, P]
-        B = B.unflatten(-1, (self.ngroups, self.d_state))  # [B, T, G, N]
-        C = C.unflatten(-1, (self.ngroups, self.d_state))
+        xs, B, C = dims.heads(xBC)  # [B, T, H, P], [B, T, G, N], [B, T, G, N]
         dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # [B, T, H]
 
         y, h = self._ssd(xs, dt, A, B, C, None if state is None else state["ssm"], use_kernel)  # with the D skip

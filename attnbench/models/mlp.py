@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mixers.layers import MergedStepProjections, fused_on_cuda
-from .config import MLPS
 
 
 class DenseMLP(nn.Module):
@@ -70,8 +69,9 @@ class GeluMLP(DenseMLP):
         return self.down(F.gelu(self.up(x)))
 
 
+MLP_CLASSES = {"swiglu": SwiGLU, "gelu": GeluMLP}  # by model.mlp, whose legal values config.MLPS lists
+
+
 def build_mlp(kind: str, d_model: int, d_ff: int) -> nn.Module:
-    """The dense MLP named by ``model.mlp``."""
-    if kind not in MLPS:
-        raise ValueError(f"model.mlp must be one of {', '.join(MLPS)}; got {kind!r}")
-    return SwiGLU(d_model, d_ff) if kind == "swiglu" else GeluMLP(d_model, d_ff)
+    """The dense MLP named by ``model.mlp`` (checked by config.validate)."""
+    return MLP_CLASSES[kind](d_model, d_ff)

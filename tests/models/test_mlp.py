@@ -53,3 +53,10 @@ def test_match_params_moves_the_gelu_width():
 def test_bad_mlp_names_the_field(fields, message):
     with pytest.raises(ValueError, match=message):
         validate(ModelConfig(pattern="A", **fields))
+
+
+def test_every_legal_mlp_has_a_class():
+    from attnbench.models.config import MLPS
+    from attnbench.models.mlp import MLP_CLASSES
+
+    assert tuple(MLP_CLASSES) == MLPS

@@ -107,13 +107,15 @@ def ready(zxbcdt: torch.Tensor, conv_weight: torch.Tensor) -> tuple[bool, str]:
     Gluon kernel takes (``short_conv.kernel.path_for``: width, contiguous channels, no
     torch.distributed), in a dtype it sums in float32."""
     usable, why_not = available()
-    if usable and not zxbcdt.is_cuda:
+    if not usable:
+        return usable, why_not
+    if not zxbcdt.is_cuda:
         return False, f"the input is on {zxbcdt.device.type}, not CUDA"
-    if usable and zxbcdt.dtype not in conv_kernel.DTYPES:
+    if zxbcdt.dtype not in conv_kernel.DTYPES:
         return False, f"{zxbcdt.dtype} input: fla's Gluon conv takes {conv_kernel.DTYPES}"
-    if usable and conv_kernel.path_for(zxbcdt, conv_weight) != conv_kernel.GLUON_PATH:
+    if conv_kernel.path_for(zxbcdt, conv_weight) != conv_kernel.GLUON_PATH:
         return False, f"fla's Gluon conv does not take this call (width {conv_weight.shape[-1]}, or torch.distributed)"
-    return usable, why_not
+    return True, ""
 
 
 @torch.compiler.disable  # Triton launches from our own autograd function: not for Dynamo to trace
